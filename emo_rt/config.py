@@ -1,0 +1,232 @@
+"""Typed configs, one dataclass per model part, with the `sd15` and `tiny` presets.
+
+A model directory holds `config.json` (an `EmoConfig`, nested) beside one `<part>.safetensors`
+per part. Presets:
+- `sd15`: the 2D UNet is shaped exactly like Stable Diffusion 1.5's (so its weights load), the
+  temporal modules like AnimateDiff v2's motion modules, the audio encoder like wav2vec2-base.
+- `tiny`: the same code at CPU scale (tests, and the shipped default model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emo_rt.errors import WeightsError
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """2D UNet shared in shape by the Backbone and the ReferenceNet (SD1.5 layout)."""
+
+    in_channels: int = 4
+    out_channels: int = 4
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    # which resolution levels have transformer (attention) layers; up levels mirror these
+    attention_levels: tuple[bool, ...] = (True, True, True, False)
+    layers_per_block: int = 2
+    num_attention_heads: int = 8
+    norm_num_groups: int = 32
+    resnet_eps: float = 1e-5
+    use_linear_projection: bool = False  # SD1.5: 1x1 convs around the transformer
+    mid_block_attention: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.attention_levels) != len(self.block_out_channels):
+            raise ValueError("attention_levels must have one entry per block_out_channels level")
+
+    @property
+    def time_embed_dim(self) -> int:
+        return self.block_out_channels[0] * 4
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclass(frozen=True)
+class TemporalConfig:
+    """AnimateDiff-shaped motion modules inserted after every spatial layer of the Backbone."""
+
+    num_attention_heads: int = 8
+    norm_num_groups: int = 32
+    max_positions: int = 32  # sinusoidal frame position table length (motion + window frames)
+    mid_block: bool = True  # AnimateDiff v2 has a motion module in the mid block
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """wav2vec2 encoder (transformers' Wav2Vec2Model) and the per-frame audio projector."""
+
+    sample_rate: int = 16000
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    conv_dim: tuple[int, ...] = (512,) * 7
+    conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
+    conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)  # product 320 samples: 50 features/s
+    num_conv_pos_embeddings: int = 128
+    num_conv_pos_embedding_groups: int = 16
+    # hidden states stacked per frame (0 = the CNN features after projection, i = layer i)
+    feature_layers: tuple[int, ...] = tuple(range(1, 13))
+    context_frames: int = 2  # m: frame t sees audio features of frames t-m..t+m
+    projector_hidden: int = 512
+    num_tokens: int = 32  # audio tokens per frame
+    token_dim: int = 768  # audio cross-attention context dim
+
+    @property
+    def samples_per_feature(self) -> int:
+        return math.prod(self.conv_stride)
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """Head speed -> soft bucket code tanh((w - c_i) / r_i * 3) over frames t-m..t+m -> tokens."""
+
+    bucket_centres: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+    bucket_radii: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25, 0.25, 0.5, 0.5, 1.0, 1.0)
+    context_frames: int = 2
+    hidden: int = 256
+    num_tokens: int = 1
+    token_dim: int = 768
+
+    def __post_init__(self) -> None:
+        if len(self.bucket_centres) != len(self.bucket_radii):
+            raise ValueError("bucket_centres and bucket_radii must have the same length")
+        if any(r <= 0 for r in self.bucket_radii):
+            raise ValueError("bucket_radii must be positive")
+
+
+@dataclass(frozen=True)
+class FaceLocatorConfig:
+    """Strided convs from the face-region mask (image resolution) to latent channels."""
+
+    channels: tuple[int, ...] = (16, 32, 96, 256)  # one stride-2 step between consecutive entries
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """diffusers AutoencoderKL arguments."""
+
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    latent_channels: int = 4
+    norm_num_groups: int = 32
+    scaling_factor: float = 0.18215
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclass(frozen=True)
+class EmoConfig:
+    """The whole model: parts plus the window geometry they were trained for."""
+
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    face_locator: FaceLocatorConfig = field(default_factory=FaceLocatorConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    resolution: int = 512  # square output side in pixels
+    num_frames: int = 12  # f: frames per window
+    num_motion_frames: int = 4  # n: previous frames given as motion context
+    fps: int = 25
+
+    def __post_init__(self) -> None:
+        factor = self.vae.downsample_factor
+        if self.resolution % (factor * self.unet.downsample_factor):
+            raise ValueError(f"resolution {self.resolution} must be a multiple of "
+                             f"{factor * self.unet.downsample_factor}")
+        if 2 ** (len(self.face_locator.channels) - 1) != factor:
+            raise ValueError("face_locator must downsample by the VAE's factor")
+        if self.num_frames + self.num_motion_frames > self.temporal.max_positions:
+            raise ValueError("num_frames + num_motion_frames exceeds temporal.max_positions")
+
+    @property
+    def latent_size(self) -> int:
+        return self.resolution // self.vae.downsample_factor
+
+    # ---- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EmoConfig":
+        return _from_dict(cls, data, "config")
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / "config.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "EmoConfig":
+        path = Path(directory) / "config.json"
+        if not path.is_file():
+            raise WeightsError(f"{path} not found: a model directory needs config.json")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise WeightsError(f"{path} is not valid JSON: {err}") from None
+        return cls.from_dict(data)
+
+
+def _from_dict(cls, data: dict, where: str):
+    """Build a (nested) frozen dataclass from plain JSON data; unknown keys are errors."""
+    if not isinstance(data, dict):
+        raise WeightsError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise WeightsError(f"{where}: unknown keys {sorted(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _from_dict(hint, value, f"{where}.{name}")
+        elif typing.get_origin(hint) is tuple:
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise WeightsError(f"{where}: {err}") from None
+
+
+def sd15() -> EmoConfig:
+    """Real scale: SD1.5 UNet, AnimateDiff v2 motion modules, wav2vec2-base, 512x512, f=12, n=4."""
+    return EmoConfig()
+
+
+def tiny() -> EmoConfig:
+    """CPU scale: 128x128 frames -> 16x16 latents, attention at the two lowest resolutions."""
+    return EmoConfig(
+        unet=UNetConfig(block_out_channels=(32, 64, 128), attention_levels=(False, True, True),
+                        layers_per_block=1, num_attention_heads=4, norm_num_groups=8),
+        temporal=TemporalConfig(num_attention_heads=4, norm_num_groups=8, max_positions=24),
+        audio=AudioConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          intermediate_size=128, conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
+                          num_conv_pos_embedding_groups=4, feature_layers=(1, 2),
+                          projector_hidden=128, num_tokens=4, token_dim=64),
+        speed=SpeedConfig(hidden=64, num_tokens=1, token_dim=64),
+        face_locator=FaceLocatorConfig(channels=(8, 16, 32, 64)),
+        vae=VAEConfig(block_out_channels=(32, 64, 64, 64), layers_per_block=1, norm_num_groups=16,
+                      scaling_factor=1.0),
+        resolution=128,
+        num_frames=8,
+        num_motion_frames=4,
+    )
+
+
+PRESETS = {"sd15": sd15, "tiny": tiny}

@@ -1,0 +1,33 @@
+"""The per-call tensors the UNet layers read by their index: explicit inputs, no banks or hooks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Everything a Backbone/ReferenceNet forward conditions on, besides latents and timestep.
+
+    reference_features: per spatial attention layer i, (B, L_i, C_i) ReferenceNet tokens.
+    audio_tokens:       (B, f, T_a, D_a) per-frame audio tokens.
+    motion_features:    per temporal layer j, (B, n, C_j, h_j, w_j) ReferenceNet features of the
+                        n motion frames.
+    speed_tokens:       (B, f, T_s, D_s) per-frame head-speed tokens.
+    """
+
+    num_frames: int = 1
+    reference_features: Sequence[torch.Tensor] | None = None
+    audio_tokens: torch.Tensor | None = None
+    motion_features: Sequence[torch.Tensor] | None = None
+    speed_tokens: torch.Tensor | None = None
+
+    def audio_tokens_per_frame(self) -> torch.Tensor:
+        """(B, f, T, D) -> (B*f, T, D), matching the frame-major 2D batch."""
+        if self.audio_tokens is None:
+            raise ValueError("this Backbone has audio attention: audio_tokens are required")
+        b, f, t, d = self.audio_tokens.shape
+        return self.audio_tokens.reshape(b * f, t, d)

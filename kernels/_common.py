@@ -1,0 +1,83 @@
+"""Shared pieces of the attention kernels: the online-softmax step, the dot-precision policy,
+the launch checks, and the cache key of the Triton processors."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import nn
+
+from emo_rt.errors import EmoError
+
+LOG2E = 1.4426950408889634  # scores are scaled by log2(e) so the kernels can use exp2
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def dot_in_fp32(dtype: torch.dtype) -> bool:
+    """fp32 inputs: exact (IEEE) fp32 dots, like torch's default fp32 matmul (no TF32).
+    bf16 inputs under the interpreter: upcast, because its bf16 `tl.dot` is silently wrong.
+    Otherwise (fp16, bf16 on a GPU): dots in the input dtype, accumulated in fp32."""
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting())
+
+
+def check_launch(*tensors: torch.Tensor) -> None:
+    """One clear line instead of Triton's pointer error when the kernels cannot run here."""
+    check_forward_only(*tensors)
+    if not all(t.is_cuda for t in tensors) and not interpreting():
+        raise EmoError("the Triton attention kernels need CUDA tensors (or TRITON_INTERPRET=1 "
+                       "for CPU tests): select the sdpa processors on this device")
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float16, torch.bfloat16}:
+        raise ValueError(f"attention inputs must share one of fp32/fp16/bf16, got {dtypes}")
+
+
+def check_forward_only(*tensors: torch.Tensor, module: nn.Module | None = None) -> None:
+    """The kernels have no backward: refuse to run where autograd would need one."""
+    needs_grad = any(t.requires_grad for t in tensors) or (
+        module is not None and any(p.requires_grad for p in module.parameters()))
+    if needs_grad and torch.is_grad_enabled():
+        raise EmoError("the Triton attention kernels are forward-only: run under torch.no_grad() "
+                       "or torch.inference_mode(), or select the sdpa processors for training")
+
+
+def block_size(n: int, minimum: int = 16) -> int:
+    """Power-of-two tile covering n (tl.dot needs every tile side >= 16)."""
+    return max(minimum, triton.next_power_of_2(n))
+
+
+@triton.jit
+def online_softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale, DOT_FP32: tl.constexpr):
+    """One key block of flash attention.
+
+    q (M, D), k (N, D), v (N, D) in the input dtype; valid (N,) masks padded keys;
+    m_i (M,) running max, l_i (M,) running sum, acc (M, D) fp32. qk_scale includes log2(e).
+    Every block handed in has at least one valid key, so m_i is finite after the first block.
+    """
+    if DOT_FP32:
+        s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))  # fp32 accumulation
+    s = tl.where(valid[None, :], s * qk_scale, float("-inf"))  # (M, N)
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if DOT_FP32:
+        pv = tl.dot(p, v.to(tl.float32), input_precision="ieee")
+    else:
+        pv = tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + pv
+    return m_new, l_i, acc
+
+
+def fingerprint(*tensors: torch.Tensor | None) -> tuple:
+    """What identifies the content of parameters/buffers without reading them (no device sync):
+    storage, view, in-place version counter (bumped by load_state_dict, optimiser steps), dtype."""
+    return tuple(None if t is None else (t.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(),
+                                         t._version, t.dtype, t.device) for t in tensors)

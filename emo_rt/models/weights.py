@@ -60,10 +60,10 @@ def _group(keys: list[str]) -> list[str]:
     kinds = []
     for key in keys:
         parts = key.split(".")
-        kind = next((p for p in parts if p in _KINDS), parts[0])
+        kind = next((k for k in _KINDS if k in parts), parts[0])  # the most specific kind first
         if kind not in kinds:
             kinds.append(kind)
-    return kinds
+    return sorted(kinds)
 
 
 _KINDS = ("audio_attn", "norm_audio", "speed_attn", "norm_speed", "motion_modules", "attn2", "norm2",

@@ -13,12 +13,12 @@ from pathlib import Path
 import av
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from emo_rt.errors import InputError
 from emo_rt.io.files import check_input_file
 
 SILENCE_PEAK_DBFS = -60.0  # peak below this (0.001 of full scale) counts as silence
+LIBSNDFILE_CONTAINERS = ("wav", "flac", "ogg", "aiff")  # decoded by soundfile; the rest by PyAV
 
 
 def as_fraction(fps: int | float | Fraction) -> Fraction:
@@ -39,9 +39,6 @@ def num_video_frames(num_samples: int, sample_rate: int, fps: int | float | Frac
     rate = as_fraction(fps)
     # ceil(a / b) == -((-a) // b) for integers, b > 0
     return -((-num_samples * rate.numerator) // (sample_rate * rate.denominator))
-
-
-LIBSNDFILE_CONTAINERS = ("wav", "flac", "ogg", "aiff")
 
 
 def sniff_container(path: str | os.PathLike[str]) -> str | None:
@@ -126,6 +123,8 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Polyphase resampling (T,) -> (ceil(T * to_rate / from_rate),) float32."""
     if from_rate == to_rate:
         return samples.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly  # imported here: scipy.signal takes seconds to import
+
     g = math.gcd(from_rate, to_rate)
     return resample_poly(samples, to_rate // g, from_rate // g).astype(np.float32)
 

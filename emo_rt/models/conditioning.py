@@ -31,3 +31,13 @@ class Conditioning:
             raise ValueError("this Backbone has audio attention: audio_tokens are required")
         b, f, t, d = self.audio_tokens.shape
         return self.audio_tokens.reshape(b * f, t, d)
+
+
+# Classifier-free guidance: "no reference" and "no audio" are all-zero tensors of the usual shapes.
+# Training's conditioning dropout must use these same functions, so render-time guidance matches.
+def null_reference_features(reference_features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [torch.zeros_like(x) for x in reference_features]
+
+
+def null_audio_tokens(audio_tokens: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(audio_tokens)

@@ -1,0 +1,247 @@
+"""EmoPipeline: one portrait + one audio track -> video frames, window after window.
+
+Steps of a render:
+1. audio -> mono 16 kHz -> AudioEncoder features for the whole file (chunked) at the video fps
+2. reference -> face-centred crop -> VAE latents -> ReferenceNet features (once per identity);
+   face mask -> FaceLocator (once); head-speed curve (once)
+3. per window of f frames: motion features from the previous window's last n latents (zeros for
+   the first window), audio/speed tokens for the window, then the denoising loop, where only the
+   Backbone runs; then VAE decode, yielded as uint8 frames
+`render()` streams those frames into an mp4 with the input audio muxed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from emo_rt.config import EmoConfig
+from emo_rt.errors import InputError, WeightsError
+from emo_rt.io.audio import is_silent, num_video_frames
+from emo_rt.io.image import FaceBox, Reference, load_image, prepare_reference
+from emo_rt.io.preview import contact_sheet, preview_indices
+from emo_rt.io.video import VideoWriter
+from emo_rt.models.conditioning import null_audio_tokens, null_reference_features
+from emo_rt.runtime.components import Components, TorchComponents
+from emo_rt.schedulers import make_scheduler, noise_schedule
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    scheduler: str = "ddim"
+    steps: int = 40
+    cfg: float = 3.5  # guidance on reference + audio; 1.0 = one Backbone pass per step
+    speed: float | None = None  # constant head speed (deg/frame); None = the middle bucket
+    seed: int = 0
+    audio_chunk_seconds: float = 30.0  # the audio encoder sees at most this much at once
+
+
+@dataclass
+class RenderStats:
+    frames: int = 0
+    video_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def real_time_factor(self) -> float:
+        """Wall time per second of video: below 1.0 is faster than real time."""
+        return self.wall_seconds / self.video_seconds if self.video_seconds else float("nan")
+
+    def line(self) -> str:
+        return (f"{self.frames} frames ({self.video_seconds:.2f} s of video) in {self.wall_seconds:.1f} s: "
+                f"real-time factor {self.real_time_factor:.2f}")
+
+
+def default_model_dir() -> Path:
+    if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        raise WeightsError("no default model is installed yet: pass --weights DIR (a model directory "
+                           "with config.json and *.safetensors, e.g. from `emo-rt train` or `emo-rt new-model`)")
+    return DEFAULT_MODEL_DIR
+
+
+def speed_curve(speed: float | str | Path | None, num_frames: int, fps: int, default: float) -> np.ndarray:
+    """Per-frame head speed (F,): a constant, or a file of per-second values (one per line or
+    comma-separated), linearly interpolated to frames."""
+    if speed is None:
+        return np.full(num_frames, default, np.float32)
+    if isinstance(speed, (int, float)):
+        return np.full(num_frames, float(speed), np.float32)
+    path = Path(speed)
+    try:
+        values = np.array([float(v) for v in path.read_text().replace(",", " ").split()], np.float32)
+    except (OSError, ValueError) as err:
+        raise InputError(f"speed curve {path}: {err}") from None
+    if values.size == 0:
+        raise InputError(f"speed curve {path} has no values")
+    seconds = np.arange(num_frames) / fps
+    return np.interp(seconds, np.arange(values.size), values).astype(np.float32)
+
+
+class EmoPipeline:
+    """Runs the render loop on any `Components` backend."""
+
+    def __init__(self, components: Components, schedule: dict):
+        self.components = components
+        self.config: EmoConfig = components.config
+        self.schedule = schedule
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path | None = None, dtype: torch.dtype = torch.float32,
+                        device: str = "cpu") -> "EmoPipeline":
+        from emo_rt.models import EmoModel
+
+        model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+        model = EmoModel.from_pretrained(model_dir, dtype=dtype, device=device)
+        return cls(TorchComponents(model, dtype), noise_schedule(model_dir))
+
+    # ---- step 1: audio ----------------------------------------------------------------------
+    def audio_features(self, waveform: np.ndarray, num_frames: int, chunk_seconds: float) -> torch.Tensor:
+        """(S,) 16 kHz -> (1, F, L, D) for the whole file, in chunks with 1 s of context each side."""
+        fps, rate = self.config.fps, self.config.audio.sample_rate
+        chunk = max(1, int(chunk_seconds * fps))
+        context = fps  # frames of context on each side of a chunk
+        wave = torch.from_numpy(waveform)[None]
+        parts = []
+        for start in range(0, num_frames, chunk):
+            stop = min(start + chunk, num_frames)
+            lo, hi = max(0, start - context), min(num_frames, stop + context)
+            s0, s1 = lo * rate // fps, min(waveform.size, math.ceil(hi * rate / fps))
+            feats = self.components.encode_audio(wave[:, s0:s1], hi - lo)
+            parts.append(feats[:, start - lo: stop - lo])
+        return torch.cat(parts, dim=1)
+
+    def window_tokens(self, features: torch.Tensor, speeds: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Audio and speed tokens of frames start..start+f, exactly as if computed over the whole
+        file (edges replicated; frames past the end repeat the last one)."""
+        f, total = self.config.num_frames, features.shape[1]
+        m_a, m_s = self.config.audio.context_frames, self.config.speed.context_frames
+        audio_idx = torch.arange(start - m_a, start + f + m_a).clamp(0, total - 1)
+        speed_idx = torch.arange(start - m_s, start + f + m_s).clamp(0, total - 1)
+        audio = self.components.project_audio(features[:, audio_idx])[:, m_a: m_a + f]
+        speed = self.components.encode_speed(speeds[:, speed_idx])[:, m_s: m_s + f]
+        return audio, speed
+
+    # ---- step 2: reference ------------------------------------------------------------------
+    def prepare(self, reference: Reference) -> dict[str, object]:
+        pixels = torch.from_numpy(reference.pixels).permute(2, 0, 1)[None].float() / 127.5 - 1
+        latents = self.components.encode_images(pixels)  # (1, 4, h, w)
+        mask = torch.from_numpy(reference.mask)[None]  # (1, 1, R, R)
+        return {"latents": latents,
+                "features": self.components.reference_features(latents),
+                "face_latents": self.components.locate_face(mask)}
+
+    # ---- step 3: windows --------------------------------------------------------------------
+    def __call__(self, reference: Reference, waveform: np.ndarray, settings: RenderSettings = RenderSettings(),
+                 progress=None) -> Iterator[np.ndarray]:
+        """Yield uint8 frames (k, R, R, 3) window by window; the total is the audio's frame count."""
+        config, comp = self.config, self.components
+        f, n, h = config.num_frames, config.num_motion_frames, config.latent_size
+        total = num_video_frames(waveform.size, config.audio.sample_rate, config.fps)
+        default_speed = float(np.median(config.speed.bucket_centres))
+        speeds = torch.from_numpy(speed_curve(settings.speed, total, config.fps, default_speed))[None]
+        features = self.audio_features(waveform, total, settings.audio_chunk_seconds)
+        ref = self.prepare(reference)
+        guided = settings.cfg != 1.0
+        scheduler = make_scheduler(settings.scheduler, self.schedule)
+        generator = torch.Generator().manual_seed(settings.seed)
+        num_windows = math.ceil(total / f)
+        motion_latents = torch.zeros(1, 4, n, h, h)  # the first window's motion frames are zero maps
+        ref_features, face_latents = ref["features"], ref["face_latents"]
+        if guided:  # batch the (conditional, unconditional) pair into one Backbone pass
+            ref_features = [torch.cat([x, z]) for x, z in zip(ref_features, null_reference_features(ref_features))]
+            face_latents = face_latents.expand(2, -1, -1, -1)
+        for k in range(num_windows):
+            start = k * f
+            audio, speed = self.window_tokens(features, speeds, start)
+            motion = comp.motion_features(motion_latents.permute(0, 2, 1, 3, 4))
+            if guided:
+                audio = torch.cat([audio, null_audio_tokens(audio)])
+                speed, motion = speed.expand(2, -1, -1, -1), [x.expand(2, *x.shape[1:]) for x in motion]
+            scheduler.set_timesteps(settings.steps)
+            z = torch.randn(1, 4, f, h, h, generator=generator) * scheduler.init_noise_sigma
+            for t in scheduler.timesteps:
+                z_in = scheduler.scale_model_input(z, t)
+                if guided:
+                    z_in = z_in.expand(2, -1, -1, -1, -1)
+                pred = comp.denoise(z_in, t.reshape(1).expand(z_in.shape[0]), ref_features, motion, audio,
+                                    speed, face_latents).float()
+                if guided:
+                    pred = pred[1:] + settings.cfg * (pred[:1] - pred[1:])
+                z = scheduler.step(pred, t, z, generator=generator).prev_sample
+                if progress is not None:
+                    progress.advance_step()
+            motion_latents = torch.cat([motion_latents, z], dim=2)[:, :, -n:] if n else motion_latents
+            keep = min(f, total - start)  # the last window is padded, then trimmed
+            images = comp.decode_latents(z[0].permute(1, 0, 2, 3)[:keep]).float()
+            frames = ((images.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+            if progress is not None:
+                progress.advance_window(keep)
+            yield frames.numpy()
+
+
+@dataclass(frozen=True)
+class Inputs:
+    reference: Reference
+    waveform: np.ndarray  # (S,) mono 16 kHz: what the model hears
+    native_audio: np.ndarray  # (S',) mono at the file's own rate: what the mp4 carries
+    native_rate: int
+
+
+def load_inputs(image_path: str | Path, audio_path: str | Path, resolution: int, fps: int,
+                face_box: str | None = None, no_crop: bool = False, sample_rate: int = 16000) -> Inputs:
+    """Read and check the user's files (one clear InputError for anything unusable)."""
+    from emo_rt.io.audio import check_duration, decode_audio, resample
+    from emo_rt.io.image import parse_face_box
+
+    native, rate = decode_audio(audio_path)
+    check_duration(native.size, rate, 1 / fps, audio_path)
+    if not np.isfinite(native).all():
+        raise InputError(f"audio file contains NaN or infinite samples: {audio_path}")
+    if is_silent(native):
+        warnings.warn("the audio is silent: the face will stay still-ish", stacklevel=2)
+    box: FaceBox | None = parse_face_box(face_box) if face_box else None
+    reference = prepare_reference(load_image(image_path), resolution, face_box=box, no_crop=no_crop)
+    return Inputs(reference, resample(native, rate, sample_rate), native, rate)
+
+
+def render(image_path: str | Path, audio_path: str | Path, out_path: str | Path,
+           pipeline: EmoPipeline, settings: RenderSettings = RenderSettings(),
+           face_box: str | None = None, no_crop: bool = False, preview: str | Path | None = None,
+           show_progress: bool = True) -> RenderStats:
+    """Render `out_path` (H.264 + AAC mp4, written to a temporary file and renamed at the end)."""
+    from emo_rt.io.files import check_output_path
+    from emo_rt.runtime.progress import RenderProgress
+
+    config = pipeline.config
+    check_output_path(out_path, "output video")  # before any heavy work
+    started = time.perf_counter()
+    inputs = load_inputs(image_path, audio_path, config.resolution, config.fps, face_box, no_crop,
+                         config.audio.sample_rate)
+    total = num_video_frames(inputs.waveform.size, config.audio.sample_rate, config.fps)
+    picks = set(preview_indices(total, 12)) if preview else set()
+    sheet: list[np.ndarray] = []
+    stats = RenderStats()
+    with RenderProgress(total, math.ceil(total / config.num_frames), settings.steps, enabled=show_progress) as bar, \
+            VideoWriter(out_path, config.fps, config.resolution, inputs.native_audio, inputs.native_rate) as video:
+        for frames in pipeline(inputs.reference, inputs.waveform, settings, progress=bar):
+            sheet += [frames[i - stats.frames] for i in range(stats.frames, stats.frames + len(frames)) if i in picks]
+            video.write(frames)
+            stats.frames += len(frames)
+    stats.video_seconds = stats.frames / config.fps
+    stats.wall_seconds = time.perf_counter() - started
+    if preview:
+        contact_sheet(sheet, preview, label=f"{Path(image_path).name} + {Path(audio_path).name}")
+    return stats
+
+
+def with_overrides(settings: RenderSettings, **overrides) -> RenderSettings:
+    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

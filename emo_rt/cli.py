@@ -21,7 +21,8 @@ def _render(args: argparse.Namespace) -> int:
             speed = float(speed)
         except ValueError:
             speed = Path(speed)
-    pipeline = EmoPipeline.from_pretrained(args.weights, dtype=getattr(torch, args.dtype))
+    pipeline = EmoPipeline.from_pretrained(args.weights, dtype=getattr(torch, args.dtype),
+                                           device=args.device, attention=args.attention)
     if args.resolution is not None and args.resolution != pipeline.config.resolution:
         raise EmoError(f"--resolution {args.resolution}: these weights render at {pipeline.config.resolution}")
     if args.fps is not None and args.fps != pipeline.config.fps:
@@ -67,6 +68,12 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emo-rt", description="EMO-style audio-driven portrait video, fast.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -87,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-crop", action="store_true", help="use the whole image (already face-centred)")
     p.add_argument("--preview", help="also write a contact sheet PNG of frames here")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="torch device (default: cuda if present)")
+    p.add_argument("--attention", default="auto", choices=["auto", "triton", "sdpa"],
+                   help="temporal/reference attention: fused Triton kernels (auto = on CUDA) or SDPA")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_render)
 

@@ -96,12 +96,12 @@ class EmoPipeline:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, dtype: torch.dtype = torch.float32,
-                        device: str = "cpu") -> "EmoPipeline":
+                        device: str = "cpu", attention: str = "auto") -> "EmoPipeline":
         from emo_rt.models import EmoModel
 
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         model = EmoModel.from_pretrained(model_dir, dtype=dtype, device=device)
-        return cls(TorchComponents(model, dtype), noise_schedule(model_dir))
+        return cls(TorchComponents(model, dtype, attention=attention), noise_schedule(model_dir))
 
     # ---- step 1: audio ----------------------------------------------------------------------
     def audio_features(self, waveform: np.ndarray, num_frames: int, chunk_seconds: float) -> torch.Tensor:
@@ -134,7 +134,7 @@ class EmoPipeline:
     def prepare(self, reference: Reference) -> dict[str, object]:
         pixels = torch.from_numpy(reference.pixels).permute(2, 0, 1)[None].float() / 127.5 - 1
         latents = self.components.encode_images(pixels)  # (1, 4, h, w)
-        mask = torch.from_numpy(reference.mask)[None]  # (1, 1, R, R)
+        mask = torch.from_numpy(reference.mask)[None]  # (1, 1, R, R); components move it to their device
         return {"latents": latents,
                 "features": self.components.reference_features(latents),
                 "face_latents": self.components.locate_face(mask)}
@@ -152,9 +152,11 @@ class EmoPipeline:
         ref = self.prepare(reference)
         guided = settings.cfg != 1.0
         scheduler = make_scheduler(settings.scheduler, self.schedule)
-        generator = torch.Generator().manual_seed(settings.seed)
+        generator = torch.Generator().manual_seed(settings.seed)  # on CPU: same noise on every device
+        device = getattr(comp, "device", torch.device("cpu"))
+        speeds, features = speeds.to(device), features.to(device)
         num_windows = math.ceil(total / f)
-        motion_latents = torch.zeros(1, 4, n, h, h)  # the first window's motion frames are zero maps
+        motion_latents = torch.zeros(1, 4, n, h, h, device=device)  # first window: zero maps
         ref_features, face_latents = ref["features"], ref["face_latents"]
         if guided:  # batch the (conditional, unconditional) pair into one Backbone pass
             ref_features = [torch.cat([x, z]) for x, z in zip(ref_features, null_reference_features(ref_features))]
@@ -167,7 +169,7 @@ class EmoPipeline:
                 audio = torch.cat([audio, null_audio_tokens(audio)])
                 speed, motion = speed.expand(2, -1, -1, -1), [x.expand(2, *x.shape[1:]) for x in motion]
             scheduler.set_timesteps(settings.steps)
-            z = torch.randn(1, 4, f, h, h, generator=generator) * scheduler.init_noise_sigma
+            z = torch.randn(1, 4, f, h, h, generator=generator).to(device) * scheduler.init_noise_sigma
             for t in scheduler.timesteps:
                 z_in = scheduler.scale_model_input(z, t)
                 if guided:
@@ -185,7 +187,7 @@ class EmoPipeline:
             frames = ((images.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
             if progress is not None:
                 progress.advance_window(keep)
-            yield frames.numpy()
+            yield frames.cpu().numpy()
 
 
 @dataclass(frozen=True)

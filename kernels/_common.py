@@ -15,15 +15,29 @@ from emo_rt.errors import EmoError
 LOG2E = 1.4426950408889634  # scores are scaled by log2(e) so the kernels can use exp2
 
 
+# Triton picks interpreter or GPU compilation when a kernel is decorated, i.e. when these
+# modules are imported: the policies below follow that same moment, not later changes.
+_INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    """Whether this process's kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1)."""
+    return _INTERPRETING
 
 
 def dot_in_fp32(dtype: torch.dtype) -> bool:
-    """fp32 inputs: exact (IEEE) fp32 dots, like torch's default fp32 matmul (no TF32).
-    bf16 inputs under the interpreter: upcast, because its bf16 `tl.dot` is silently wrong.
-    Otherwise (fp16, bf16 on a GPU): dots in the input dtype, accumulated in fp32."""
+    """Compute-bound kernels (reference attention): fp32 inputs get exact (IEEE) fp32 dots, like
+    torch's default fp32 matmul (no TF32); bf16 under the interpreter is upcast too, because its
+    bf16 `tl.dot` is silently wrong; otherwise (fp16, bf16 on a GPU) dots run in the input
+    dtype with fp32 accumulation, as in flash attention."""
     return dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting())
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """Memory-bound kernels (temporal attention) keep operands in fp32 after adding the
+    position tables: IEEE dots for fp32 inputs, TF32 (10-bit mantissa, at least the input's
+    precision) for fp16/bf16 inputs. The interpreter computes both exactly in fp32."""
+    return "ieee" if dtype == torch.float32 else "tf32"
 
 
 def check_launch(*tensors: torch.Tensor) -> None:
@@ -39,9 +53,10 @@ def check_launch(*tensors: torch.Tensor) -> None:
 
 def check_forward_only(*tensors: torch.Tensor, module: nn.Module | None = None) -> None:
     """The kernels have no backward: refuse to run where autograd would need one."""
-    needs_grad = any(t.requires_grad for t in tensors) or (
-        module is not None and any(p.requires_grad for p in module.parameters()))
-    if needs_grad and torch.is_grad_enabled():
+    if not torch.is_grad_enabled():
+        return
+    if any(t.requires_grad for t in tensors) or (
+            module is not None and any(p.requires_grad for p in module.parameters())):
         raise EmoError("the Triton attention kernels are forward-only: run under torch.no_grad() "
                        "or torch.inference_mode(), or select the sdpa processors for training")
 
@@ -52,24 +67,27 @@ def block_size(n: int, minimum: int = 16) -> int:
 
 
 @triton.jit
-def online_softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale, DOT_FP32: tl.constexpr):
+def online_softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale,
+                        DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
     """One key block of flash attention.
 
-    q (M, D), k (N, D), v (N, D) in the input dtype; valid (N,) masks padded keys;
-    m_i (M,) running max, l_i (M,) running sum, acc (M, D) fp32. qk_scale includes log2(e).
-    Every block handed in has at least one valid key, so m_i is finite after the first block.
+    q (M, D), k (N, D), v (N, D); valid (N,) masks padded keys; m_i (M,) running max,
+    l_i (M,) running sum, acc (M, D) fp32; qk_scale includes log2(e). DOT_FP32: dots on fp32
+    operands with input_precision PRECISION ("ieee" or "tf32"); else dots in the operands'
+    dtype (fp16/bf16) with fp32 accumulation. Every block handed in has at least one valid key,
+    so m_i is finite after the first block.
     """
     if DOT_FP32:
-        s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
+        s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision=PRECISION)
     else:
-        s = tl.dot(q, tl.trans(k))  # fp32 accumulation
+        s = tl.dot(q, tl.trans(k))
     s = tl.where(valid[None, :], s * qk_scale, float("-inf"))  # (M, N)
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     if DOT_FP32:
-        pv = tl.dot(p, v.to(tl.float32), input_precision="ieee")
+        pv = tl.dot(p, v.to(tl.float32), input_precision=PRECISION)
     else:
         pv = tl.dot(p.to(v.dtype), v)
     acc = acc * alpha[:, None] + pv

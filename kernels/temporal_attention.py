@@ -18,7 +18,7 @@ import triton.language as tl
 
 from emo_rt.models.attention import Attention
 from emo_rt.kernels._common import (LOG2E, block_size, check_forward_only, check_launch,
-                                    dot_in_fp32, fingerprint, online_softmax_step)
+                                    dot_precision, fingerprint, online_softmax_step)
 
 BLOCK_KEYS = 16  # keys per step: n + f is small (16 at sd15), so one or two steps
 
@@ -30,15 +30,16 @@ def _temporal_attention_kernel(
     skm_r, skm_t, skm_c, svm_r, svm_t, svm_c, so_r, so_t, so_c,
     spq_t, spq_c, spk_t, spk_c, spv_t, spv_c,  # (position, channel) strides of the tables
     num_frames, num_motion, head_dim, qk_scale,
-    BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, DOT_FP32: tl.constexpr,
+    BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """One program = one spatial row (of B*S) and one head: f queries against n + f keys."""
     row = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
-    offs_f = tl.arange(0, BLOCK_F)
-    offs_k = tl.arange(0, BLOCK_K)
+    # int64 offsets: no overflow at any size (and the interpreter skips its int32 overflow checks)
+    offs_f = tl.arange(0, BLOCK_F).to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K).to(tl.int64)
     offs_d = tl.arange(0, BLOCK_D)
-    chan = head * head_dim + offs_d  # (D,) channels of this head
+    chan = (head * head_dim + offs_d).to(tl.int64)  # (D,) channels of this head
     mask_d = offs_d < head_dim
     mask_q = (offs_f < num_frames)[:, None] & mask_d[None, :]
     dtype = out_ptr.dtype.element_ty
@@ -47,7 +48,7 @@ def _temporal_attention_kernel(
                 mask=mask_q, other=0.0).to(tl.float32)
     q += tl.load(pq_ptr + offs_f[:, None] * spq_t + chan[None, :] * spq_c,
                  mask=mask_q, other=0.0).to(tl.float32)
-    q = q.to(dtype)  # (F, D)
+    # q (F, D), k, v (K, D) stay fp32 (memory-bound: the dots are tiny)
 
     m_i = tl.full([BLOCK_F], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_F], tl.float32)
@@ -73,8 +74,8 @@ def _temporal_attention_kernel(
                        mask=in_frames, other=0.0).to(tl.float32)
              + tl.load(pv_ptr + pos[:, None] * spv_t + chan[None, :] * spv_c,
                        mask=table, other=0.0).to(tl.float32))
-        m_i, l_i, acc = online_softmax_step(q, k.to(dtype), v.to(dtype), valid, m_i, l_i, acc,
-                                            qk_scale, DOT_FP32)
+        m_i, l_i, acc = online_softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale, True,
+                                            PRECISION)
 
     out = acc / l_i[:, None]
     tl.store(out_ptr + row * so_r + offs_f[:, None] * so_t + chan[None, :] * so_c,
@@ -109,6 +110,8 @@ def temporal_attention(q: torch.Tensor, k_frames: torch.Tensor, v_frames: torch.
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     elif out.shape != q.shape or out.dtype != q.dtype:
         raise ValueError(f"temporal_attention: out must be {tuple(q.shape)} {q.dtype}")
+    if out.numel() == 0:
+        return out
     if motion == 0:  # never read (all lanes masked), but the kernel needs valid pointers
         k_motion, v_motion = k_frames, v_frames
     head_dim = channels // num_heads
@@ -120,7 +123,7 @@ def temporal_attention(q: torch.Tensor, k_frames: torch.Tensor, v_frames: torch.
         *pos_q.stride(), *pos_k.stride(), *pos_v.stride(),
         frames, motion, head_dim, head_dim**-0.5 * LOG2E,
         BLOCK_F=block_size(frames), BLOCK_K=BLOCK_KEYS, BLOCK_D=block_d,
-        DOT_FP32=dot_in_fp32(q.dtype), num_warps=2 if block_d <= 64 else 4,
+        PRECISION=dot_precision(q.dtype), num_warps=2 if block_d <= 64 else 4,
     )
     return out
 

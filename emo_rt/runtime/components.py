@@ -52,8 +52,12 @@ class TorchComponents:
 
     name = "torch"
 
-    def __init__(self, model: EmoModel, dtype: torch.dtype = torch.float32, compile: bool = False):
+    def __init__(self, model: EmoModel, dtype: torch.dtype = torch.float32, compile: bool = False,
+                 attention: str = "auto"):
+        from emo_rt.kernels import select_attention
+
         self.model = model.eval()
+        select_attention(model.backbone, attention)  # "auto": fused Triton kernels on CUDA
         self.config = model.config
         self.dtype = dtype
         self.device = next(model.parameters()).device

@@ -53,6 +53,15 @@ def _new_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preprocess(args: argparse.Namespace) -> int:
+    from emo_rt.training.data.preprocess import preprocess
+
+    report = preprocess(args.input, args.out, args.resolution, args.workers, require_audio=not args.no_audio,
+                        progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     import torch
 
@@ -107,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sd15-unet", help="SD1.5 UNet weights (diffusers dir or single .safetensors)")
     p.add_argument("--animatediff", help="AnimateDiff motion module weights (MotionAdapter dir or mm_sd_v15_v2.ckpt)")
     p.set_defaults(run=_new_model)
+
+    p = sub.add_parser("preprocess", help="videos (HDTF/VFHQ layout) -> training shards")
+    p.add_argument("input", help="folder of videos (with audio), or of videos/frame folders (--no-audio)")
+    p.add_argument("out", help="output folder for shards, index.json and report.json (resumable)")
+    p.add_argument("--resolution", type=int, default=128)
+    p.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
+    p.add_argument("--no-audio", action="store_true", help="stage-1 image data: keep clips without audio")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(run=_preprocess)
 
     p = sub.add_parser("info", help="parameter counts of the presets")
     p.set_defaults(run=_info)

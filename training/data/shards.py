@@ -79,17 +79,32 @@ class ShardWriter:
         if len(self._pending_entries) >= self.clips_per_shard:
             self.flush()
 
-    def flush(self) -> None:
+    @property
+    def pending_clips(self) -> int:
+        return len(self._pending_entries)
+
+    @property
+    def pending_bytes(self) -> int:
+        return sum(a.nbytes for a in self._pending.values())
+
+    def flush(self, metadata: dict[str, str] | None = None) -> str | None:
+        """Write the pending clips as the next shard; returns its name (None if nothing was pending).
+
+        The shard's safetensors metadata holds its clips' index entries (key "clips", JSON) plus
+        `metadata`, so a shard describes itself (preprocessing resumes from the shards alone)."""
         if not self._pending_entries:
-            return
+            return None
         name = f"shard-{self._next_shard:05d}.safetensors"
         path = self.out_dir / name
         tmp = path.with_name(name + ".tmp")
-        save_file(self._pending, str(tmp))
+        header = {**(metadata or {}), "clips": json.dumps(self._pending_entries),
+                  "resolution": str(self.header["resolution"])}
+        save_file(self._pending, str(tmp), metadata=header)
         os.replace(tmp, path)
         self.entries += [ClipEntry(shard=name, **e) for e in self._pending_entries]
         self._pending, self._pending_entries = {}, []
         self._next_shard += 1
+        return name
 
     def close(self, speed_buckets: dict | None = None, extra_entries: list[ClipEntry] = ()) -> Path:
         """Flush and write index.json (entries from earlier runs may be passed to keep them)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -50,6 +51,16 @@ def _new_model(args: argparse.Namespace) -> int:
         print(import_animatediff(model, args.animatediff).summary())
     model.save_pretrained(args.out)
     print(f"wrote {args.out} ({args.preset}, random init seed {args.seed} where not imported)")
+    return 0
+
+
+def _synth_data(args: argparse.Namespace) -> int:
+    from emo_rt.training.data.synth import generate_corpus
+
+    seconds = args.seconds[0] if len(args.seconds) == 1 else tuple(args.seconds)
+    manifest = generate_corpus(Path(args.out), args.clips, args.seed, size=args.size, seconds=seconds,
+                               workers=args.workers or os.cpu_count(), progress=not args.quiet)
+    print(f"wrote {manifest}")
     return 0
 
 
@@ -116,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sd15-unet", help="SD1.5 UNet weights (diffusers dir or single .safetensors)")
     p.add_argument("--animatediff", help="AnimateDiff motion module weights (MotionAdapter dir or mm_sd_v15_v2.ckpt)")
     p.set_defaults(run=_new_model)
+
+    p = sub.add_parser("synth-data", help="generate the synthetic talking-head corpus (mp4 + wav + ground truth)")
+    p.add_argument("out")
+    p.add_argument("--clips", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=256, help="frame side in pixels (default 256)")
+    p.add_argument("--seconds", type=float, nargs="+", default=[5.0], help="clip length, or MIN MAX")
+    p.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(run=_synth_data)
 
     p = sub.add_parser("preprocess", help="videos (HDTF/VFHQ layout) -> training shards")
     p.add_argument("input", help="folder of videos (with audio), or of videos/frame folders (--no-audio)")

@@ -104,11 +104,12 @@ class EmoPipeline:
         return cls(TorchComponents(model, dtype, attention=attention), noise_schedule(model_dir))
 
     # ---- step 1: audio ----------------------------------------------------------------------
-    def audio_features(self, waveform: np.ndarray, num_frames: int, chunk_seconds: float) -> torch.Tensor:
-        """(S,) 16 kHz -> (1, F, L, D) for the whole file, in chunks with 1 s of context each side."""
+    def audio_features(self, waveform: np.ndarray, num_frames: int, chunk_seconds: float,
+                       context_seconds: float = 1.0) -> torch.Tensor:
+        """(S,) 16 kHz -> (1, F, L, D) for the whole file, in chunks with context on each side."""
         fps, rate = self.config.fps, self.config.audio.sample_rate
         chunk = max(1, int(chunk_seconds * fps))
-        context = fps  # frames of context on each side of a chunk
+        context = int(context_seconds * fps)  # frames of context on each side of a chunk
         wave = torch.from_numpy(waveform)[None]
         parts = []
         for start in range(0, num_frames, chunk):

@@ -52,5 +52,11 @@ def write_speech_like(path, seconds: float, rate: int = 22050, channels: int = 1
 
 
 @pytest.fixture(scope="session")
+def speech_1s(tmp_path_factory):
+    """25 frames: four windows of the tiny model (f=8), the last one padded."""
+    return write_speech_like(tmp_path_factory.mktemp("aud") / "short.wav", 1.0, rate=16000)
+
+
+@pytest.fixture(scope="session")
 def speech_3s3(tmp_path_factory):
     return write_speech_like(tmp_path_factory.mktemp("aud") / "a.wav", 3.3, rate=44100, channels=2)

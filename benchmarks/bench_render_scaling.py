@@ -1,0 +1,81 @@
+"""Render time and peak memory vs audio length (issue 3: memory flat, time linear).
+
+Renders the same portrait with 10 s and 60 s of audio, each in a fresh process, with a tiny
+model (random init unless --weights), and reports wall time, peak RSS and their ratios.
+
+    python benchmarks/bench_render_scaling.py [--weights DIR] [--steps 4] [--cfg 1] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+CHILD = """
+import sys, time, resource, json
+from emo_rt.pipeline import EmoPipeline, RenderSettings, render
+pipe = EmoPipeline.from_pretrained(sys.argv[1])
+t = time.perf_counter()
+stats = render(sys.argv[2], sys.argv[3], sys.argv[4], pipe,
+               RenderSettings(steps=int(sys.argv[5]), cfg=float(sys.argv[6])), show_progress=False)
+print(json.dumps({"frames": stats.frames, "render_seconds": time.perf_counter() - t,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def speech(path: Path, seconds: float, rate: int = 16000) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * (np.sin(2 * np.pi * 3 * t) > 0) * np.sin(2 * np.pi * 180 * t)
+    sf.write(path, wave.astype(np.float32), rate)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--cfg", type=float, default=1.0)
+    parser.add_argument("--lengths", type=float, nargs="+", default=[10.0, 60.0])
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="emo-scaling-"))
+    weights = args.weights
+    if weights is None:
+        weights = str(work / "model")
+        subprocess.run([sys.executable, "-m", "emo_rt.cli", "new-model", weights, "--preset", "tiny"], check=True,
+                       capture_output=True)
+    image = work / "ref.png"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from PIL import Image
+
+    from tests.pipeline.conftest import draw_face
+
+    Image.fromarray(draw_face()).save(image)
+    rows = []
+    for seconds in args.lengths:
+        audio = speech(work / f"a{seconds:g}.wav", seconds)
+        out = subprocess.run([sys.executable, "-c", CHILD, weights, str(image), str(audio), str(work / "out.mp4"),
+                              str(args.steps), str(args.cfg)], check=True, capture_output=True, text=True)
+        row = {"audio_seconds": seconds, **json.loads(out.stdout.strip().splitlines()[-1])}
+        rows.append(row)
+        print(f"{seconds:6.1f} s audio: {row['frames']} frames, {row['render_seconds']:.1f} s, "
+              f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+    if len(rows) >= 2:
+        a, b = rows[0], rows[-1]
+        print(f"time ratio {b['render_seconds'] / a['render_seconds']:.2f} (audio ratio "
+              f"{b['audio_seconds'] / a['audio_seconds']:.1f}), peak RSS ratio {b['peak_rss_mb'] / a['peak_rss_mb']:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"steps": args.steps, "cfg": args.cfg, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

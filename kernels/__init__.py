@@ -1,8 +1,7 @@
-"""Triton kernels (one file per op: kernel, launcher, torch reference) and the processor swap.
+"""Triton kernels (one file per op: kernel, launcher, torch reference) and the processor swap
+(`emo_rt.kernels.processors.select_attention`).
 
-Importing this package does not import Triton; the kernels load when a Triton processor is used.
+This file imports nothing on purpose: from the repository root, `kernels/` is also importable as a
+top-level `kernels`, a name transformers and diffusers probe for the Hugging Face `kernels`
+package; an import here would run during their import and loop back into emo_rt.
 """
-
-from emo_rt.kernels.processors import ATTENTION_KINDS, resolve_attention, select_attention
-
-__all__ = ["ATTENTION_KINDS", "resolve_attention", "select_attention"]

@@ -54,7 +54,7 @@ class TorchComponents:
 
     def __init__(self, model: EmoModel, dtype: torch.dtype = torch.float32, compile: bool = False,
                  attention: str = "auto"):
-        from emo_rt.kernels import select_attention
+        from emo_rt.kernels.processors import select_attention
 
         self.model = model.eval()
         select_attention(model.backbone, attention)  # "auto": fused Triton kernels on CUDA

@@ -1,7 +1,8 @@
 """Noise schedules and samplers: diffusers schedulers by name, on the model's training schedule.
 
-A model directory may hold `scheduler_config.json` (written by training: the noise schedule and
-prediction type it was trained with); without one, SD1.5's schedule with epsilon prediction.
+A model directory may hold `scheduler/scheduler_config.json` (diffusers' layout, written by training:
+the noise schedule and prediction type it was trained with; a `scheduler_config.json` at the top is
+read too); without one, SD1.5's schedule with epsilon prediction.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ DEFAULT_NOISE_SCHEDULE = {
 
 def noise_schedule(model_dir: str | Path | None) -> dict:
     """The training noise schedule stored with a model (or SD1.5's)."""
-    if model_dir is not None and (Path(model_dir) / "scheduler_config.json").is_file():
-        return dict(DDPMScheduler.load_config(str(model_dir)))
+    if model_dir is not None:
+        for folder in (Path(model_dir) / "scheduler", Path(model_dir)):
+            if (folder / "scheduler_config.json").is_file():
+                return dict(DDPMScheduler.load_config(str(folder)))
     return dict(DEFAULT_NOISE_SCHEDULE)
 
 

@@ -1,0 +1,251 @@
+"""Trainer at toy scale: recipe validation, what each stage trains, overfitting a fixed batch, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+import emo_rt.training
+from emo_rt.errors import EmoError
+from emo_rt.models import EmoModel
+from emo_rt.training.recipe import RecipeError, load_recipe
+from emo_rt.training.stage_data import SampleStream, collate
+from emo_rt.training.stages import build_stage, stage_parameter_names
+from emo_rt.training.toy_data import ensure_toy_run, toy_recipe, write_recipe
+from emo_rt.training.trainer import (Distributed, Trainer, apply_gradient_checkpointing, initial_model, main, plan,
+                                     stage_paths, train)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """Toy shards and one run through stages 0-3 (3 steps each), on one thread."""
+    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # also for the processes the tests start
+    try:
+        yield ensure_toy_run(tmp_path_factory.getbasetemp() / "emo_rt_toy_run")
+    finally:
+        torch.set_num_threads(threads)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
+
+
+def _one_line(err: Exception) -> str:
+    text = str(err)
+    assert text and "\n" not in text, f"not one line: {text!r}"
+    return text
+
+
+# ---- recipes -----------------------------------------------------------------------------------
+RECIPES = Path(emo_rt.training.__file__).parent / "recipes"
+
+
+def test_shipped_recipes_load():
+    for name in ("tiny", "sd15"):
+        recipe = load_recipe(RECIPES / f"{name}.yaml")
+        assert recipe.model == name
+        assert recipe.stage1 is not None and recipe.stage2 is not None and recipe.stage3 is not None
+    assert load_recipe(RECIPES / "tiny.yaml").stage0 is not None
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda r: r["stage1"].update(lrr=1e-4), "unknown key 'stage1.lrr'"),
+    (lambda r: r["stage1"].update(steps="ten"), "stage1.steps: expected an integer, got str 'ten'"),
+    (lambda r: r["stage2"].update(lr=True), "stage2.lr: expected a number"),
+    (lambda r: r["stage1"].pop("lr"), "missing key 'stage1.lr'"),
+    (lambda r: r["diffusion"].update(prediction_type="x0"), "prediction_type must be one of"),
+    (lambda r: r["model_overrides"].update(resolutoin=64), "model_overrides: unknown key 'resolutoin'"),
+    (lambda r: r["stage0"].update(betas=[0.9]), "stage0.betas: expected a list of 2 values"),
+])
+def test_bad_recipe_is_one_clear_line(tmp_path, change, expected):
+    data = toy_recipe()
+    change(data)
+    path = write_recipe(tmp_path / "bad.yaml", data)
+    with pytest.raises(RecipeError) as err:
+        train(path, 1, tmp_path / "data", tmp_path / "run", progress=False)
+    assert expected in _one_line(err.value)
+    assert str(path) in str(err.value)
+    assert not (tmp_path / "run").exists()  # nothing was done
+
+
+def test_recipe_that_is_not_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("stage1: {steps: 3\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert "not valid YAML" in _one_line(err.value)
+
+
+def test_missing_data_dir_and_missing_previous_stage(tmp_path, toy):
+    recipe = write_recipe(tmp_path / "r.yaml", toy_recipe())
+    with pytest.raises(EmoError) as err:
+        train(recipe, 1, tmp_path / "nowhere", tmp_path / "run", progress=False)
+    assert "data directory" in _one_line(err.value) and "not found" in str(err.value)
+    with pytest.raises(EmoError) as err:
+        train(recipe, 2, toy["data"], tmp_path / "run", progress=False)
+    assert "stage 2 starts from stage 1's output" in _one_line(err.value)
+    with pytest.raises(EmoError) as err:  # checkpoints exist: refuse to overwrite without --resume
+        train(toy["recipe"], 1, toy["data"], toy["run"], progress=False)
+    assert "--resume" in _one_line(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_command_line_prints_one_error_line(tmp_path, capsys):
+    data = toy_recipe()
+    data["stage1"]["warmup"] = 10
+    path = write_recipe(tmp_path / "bad.yaml", data)
+    code = main(["--recipe", str(path), "--stage", "1", "--data", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: recipe") and "stage1.warmup" in lines[0]
+
+
+# ---- what each stage trains ------------------------------------------------------------------
+GROUPS = {  # stage -> parameter-name patterns (regular expressions) that must be among the changed ones
+    0: [r"^vae\.encoder\.", r"^vae\.decoder\."],
+    1: [r"^backbone\.conv_in\.", r"^backbone\..*\.attentions\..*\.attn1\.", r"^backbone\.up_blocks\..*resnets",
+        r"^reference_net\.", r"^face_locator\."],
+    2: [r"motion_modules\..*\.attn1\.", r"\.audio_attn\.", "norm_audio", r"^audio_projector\."],
+    3: [r"motion_modules\..*\.attn1\.", r"\.speed_attn\.", "norm_speed", r"^speed_encoder\."],
+}
+NEVER = {  # stage -> patterns that must not change
+    0: ["backbone.", "reference_net.", "audio_"],
+    1: ["motion_modules.", "audio_attn", "norm_audio", "speed_", "vae.", "audio_encoder."],
+    2: ["speed_attn", "norm_speed", "speed_encoder", "reference_net.", "vae.", "face_locator.", "audio_encoder.",
+        r"\.attentions\.\d+\.transformer_blocks\.0\.(attn1|ff)\.", "resnets", "conv_in"],
+    3: ["audio_attn", "norm_audio", "audio_projector", "reference_net.", "vae.", "face_locator.", "audio_encoder.",
+        r"\.attentions\.\d+\.transformer_blocks\.0\.(attn1|ff)\.", "resnets", "conv_in"],
+}
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_stage_changes_exactly_its_parameters(toy, stage):
+    start = initial_model(plan(toy["recipe"], stage, toy["data"], toy["run"], resume=True), Console(quiet=True))
+    output = stage_paths(toy["run"], stage).model
+    end = EmoModel.from_pretrained(output)
+    trained = set(json.loads((output / "training.json").read_text())["trained_parameters"])
+    before, after = start.state_dict(), end.state_dict()
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+
+    assert changed <= trained  # every tensor outside the stage's set is bitwise the same
+    # and every trained one moved, except zeros with a zero gradient (e.g. norm_speed.bias: with one
+    # speed token the speed attention's softmax is constant, so its query side gets no gradient)
+    still = trained - changed
+    assert all(not before[k].any() for k in still), sorted(still)[:3]
+    assert len(still) <= len(trained) // 10
+    intended = set(stage_parameter_names(end, stage))
+    assert trained <= intended
+    # only parameters that cannot reach the loss are left out: the ReferenceNet's layers after its
+    # last feature tap (stage 1)
+    assert all(name.startswith("reference_net.") for name in intended - trained)
+    if stage != 1:
+        assert intended == trained
+    for pattern in GROUPS[stage]:
+        assert any(re.search(pattern, name) for name in changed), f"stage {stage} did not train {pattern}"
+    for pattern in NEVER[stage]:
+        assert not any(re.search(pattern, name) for name in changed), f"stage {stage} changed {pattern}"
+
+
+def test_stage1_starts_inert_and_stage0_sets_the_scaling_factor(toy):
+    start = initial_model(plan(toy["recipe"], 1, toy["data"], toy["run"], resume=True), Console(quiet=True))
+    for name, param in start.backbone.named_parameters():
+        if ".motion_modules." in f".{name}" and ".proj_out." in name or "audio_attn.to_out.0" in name:
+            assert not param.any(), name
+    stage0 = EmoModel.from_pretrained(stage_paths(toy["run"], 0).model)
+    assert stage0.vae.config.scaling_factor == stage0.config.vae.scaling_factor != 1.0
+    with torch.no_grad():
+        latents = stage0.encode_images(torch.rand(4, 3, 64, 64) * 2 - 1)
+    assert 0.3 < float(latents.std()) < 3.0
+
+
+# ---- overfitting one fixed batch --------------------------------------------------------------
+@pytest.mark.parametrize("stage, lr, ratio", [(0, 1e-3, 0.5), (1, 1e-3, 0.4), (2, 3e-3, 0.7), (3, 3e-3, 0.75)])
+def test_loss_goes_down_on_a_fixed_batch(toy, stage, lr, ratio, steps=20):
+    """Fixed batch (frames, noise, timesteps, dropout all fixed), only the stage's parameters train.
+    Measured ratios (mean of the last 5 losses / first): 0.28, 0.08, 0.41, 0.47."""
+    checked = plan(toy["recipe"], stage, toy["data"], toy["run"], resume=True)
+    model = initial_model(checked, Console(quiet=True))
+    module = build_stage(stage, model, checked.recipe, crop=32 if stage == 0 else 0)
+    dataset, _ = Trainer(checked, Distributed(), progress=False).datasets(model, module)
+    batch = collate([dataset[k] for k in SampleStream(len(dataset), 0, 2).keys(0, 0)])
+    names = set(module.parameter_names())
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in names)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss, _ = module(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    first, last = losses[0], sum(losses[-5:]) / 5
+    assert last < ratio * first, f"stage {stage}: loss {first:.4f} -> {last:.4f}"
+
+
+def test_gradient_checkpointing_keeps_loss_gradients_and_keys(toy):
+    checked = plan(toy["recipe"], 2, toy["data"], toy["run"], resume=True)
+    model = initial_model(checked, Console(quiet=True))
+    module = build_stage(2, model, checked.recipe)
+    dataset, _ = Trainer(checked, Distributed(), progress=False).datasets(model, module)
+    batch = collate([dataset[k] for k in SampleStream(len(dataset), 0, 2).keys(0, 0)])
+    names = set(module.parameter_names())
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in names)
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        loss, _ = module(batch)
+        loss.backward()
+        return loss.detach(), {n.replace("_checkpoint_wrapped_module.", ""): p.grad.clone()
+                               for n, p in model.named_parameters() if p.grad is not None}
+
+    keys = list(model.backbone.state_dict())
+    plain_loss, plain_grads = loss_and_grads()
+    apply_gradient_checkpointing(model)
+    assert any("_checkpoint_wrapped_module" in n for n, _ in model.named_parameters())
+    assert list(model.backbone.state_dict()) == keys  # model directories keep their key names
+    loss, grads = loss_and_grads()
+    torch.testing.assert_close(loss, plain_loss, rtol=1e-6, atol=0)
+    assert grads.keys() == plain_grads.keys() and len(grads) > 50
+    for name in grads:
+        torch.testing.assert_close(grads[name], plain_grads[name], rtol=1e-5, atol=1e-8, msg=name)
+
+
+# ---- logs ------------------------------------------------------------------------------------
+def test_logs_checkpoints_and_outputs(toy):
+    for stage in range(4):
+        paths = stage_paths(toy["run"], stage)
+        rows = (paths.log).read_text().splitlines()
+        assert rows[0].startswith("step,loss,lr,grad_norm,step_time_s,samples_per_s")
+        assert [int(r.split(",")[0]) for r in rows[1:]] == [1, 2, 3]
+        assert paths.loss_png.stat().st_size > 1000
+        assert (paths.samples / "step-00000003.png").is_file()
+        assert [p.name for p in paths.checkpoints.iterdir()] == ["step-00000003"]
+        if stage >= 1:
+            assert (paths.model / "scheduler" / "scheduler_config.json").is_file()
+    # stage 3 has EMA on: its output holds the EMA weights, its checkpoint the raw ones
+    output = EmoModel.from_pretrained(stage_paths(toy["run"], 3).model).speed_encoder.state_dict()
+    raw = EmoModel.from_pretrained(stage_paths(toy["run"], 3).checkpoints / "step-00000003" / "model")
+    assert any(not torch.equal(v, raw.speed_encoder.state_dict()[k]) for k, v in output.items())
+
+
+def test_emo_rt_train_subcommand_checks_before_work(tmp_path, capsys):
+    """`emo-rt train` resolves a shipped recipe by name and fails on missing data with one line."""
+    from emo_rt.cli import main as cli_main
+
+    code = cli_main(["train", "--recipe", "tiny", "--stage", "0", "--data", str(tmp_path / "nowhere"),
+                     "--out", str(tmp_path / "run")])
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"emo-rt: error: data directory {tmp_path / 'nowhere'} not found"]
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,306 @@
+"""Training recipes: typed dataclasses validated from YAML (unknown keys and wrong types are errors).
+
+A recipe names the model preset, the diffusion parameterisation, the loss weighting and one
+section per stage (`stage0` .. `stage3`). `load_recipe(path)` raises `RecipeError`, one line
+naming the file, the key and what was wrong, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from emo_rt.config import PRESETS, EmoConfig
+from emo_rt.errors import EmoError, WeightsError
+
+
+class RecipeError(EmoError):
+    """A recipe file is missing, not YAML, or does not match the recipe dataclasses."""
+
+
+class TrainingError(EmoError):
+    """A training run cannot start or continue (missing data, previous stage, checkpoints...)."""
+
+
+@dataclass(frozen=True)
+class InitRecipe:
+    """Pretrained sources (sd15 scale). Paths are read when the stage that uses them starts."""
+
+    sd15_unet: str | None = None  # stage 1: SD1.5 UNet -> Backbone + ReferenceNet 2D layers
+    animatediff: str | None = None  # stage 2: AnimateDiff motion modules -> temporal modules
+    vae: str | None = None  # stage 1 without a stage 0: a diffusers AutoencoderKL directory (SD's VAE)
+
+
+@dataclass(frozen=True)
+class DiffusionRecipe:
+    """diffusers DDPMScheduler arguments; saved beside the model as scheduler/scheduler_config.json."""
+
+    prediction_type: str = "epsilon"  # "epsilon" or "v_prediction"
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+
+    def __post_init__(self) -> None:
+        _choice("prediction_type", self.prediction_type, ("epsilon", "v_prediction"))
+        _choice("beta_schedule", self.beta_schedule, ("linear", "scaled_linear", "squaredcos_cap_v2"))
+        _positive("num_train_timesteps", self.num_train_timesteps)
+
+
+@dataclass(frozen=True)
+class LossRecipe:
+    """Per-pixel loss weight 1 + face_weight * face + mouth_weight * (lower half of the face box).
+
+    The face mask is the clip's face box; its lower half holds the mouth, which otherwise drowns in
+    the rest of the image (CALIBRATION.md). Each sample's loss is normalised by its weight sum.
+    """
+
+    face_weight: float = 1.0
+    mouth_weight: float = 3.0
+
+    def __post_init__(self) -> None:
+        _non_negative("face_weight", self.face_weight)
+        _non_negative("mouth_weight", self.mouth_weight)
+
+
+@dataclass(frozen=True)
+class StageRecipe:
+    """What every stage has: schedule, optimiser, precision, checkpoint and log cadence."""
+
+    steps: int
+    batch_size: int  # global: split evenly over the processes (torchrun); the same recipe trains the same
+    lr: float
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # after warm-up: "constant" or "cosine" (to 10% at the end)
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    ema_decay: float = 0.0  # 0 = no EMA; else the output holds EMA weights (decay min(this, (s+1)/(s+10)))
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast; CPU: AVX-512 bf16, GPU: Ampere+)
+    gradient_checkpointing: bool = False  # recompute Backbone layers in backward (sd15 memory)
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10  # progress bar refresh (the CSV gets every step; loss.png at checkpoints)
+    sample_every: int = 500  # contact sheet of denoised samples; 0 = only at the end
+    num_workers: int = 0  # DataLoader workers per process
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
+            _positive(name, getattr(self, name))
+        for name in ("warmup_steps", "grad_clip", "weight_decay", "sample_every", "num_workers"):
+            _non_negative(name, getattr(self, name))
+        _positive("lr", self.lr)
+        _choice("precision", self.precision, ("fp32", "bf16"))
+        _choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+
+
+@dataclass(frozen=True)
+class VAEStageRecipe(StageRecipe):
+    """Stage 0: AutoencoderKL on corpus frames."""
+
+    kl_weight: float = 1e-6  # times KL summed over latent elements, per image pixel (LDM's weighting)
+    crop: int = 0  # train on random crops of this side (the VAE is convolutional; 0 = whole frames)
+    scaling_samples: int = 512  # frames whose latents set the VAE's scaling_factor (1 / std) at the end
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _non_negative("kl_weight", self.kl_weight)
+        _non_negative("crop", self.crop)
+        _positive("scaling_samples", self.scaling_samples)
+
+
+@dataclass(frozen=True)
+class DenoiseStageRecipe(StageRecipe):
+    """Stages 1-3: noise prediction. Dropped conditions are zero tensors at the Backbone's inputs
+    (reference_features, audio_tokens), which is also what guidance uses as "unconditional"."""
+
+    reference_dropout: float = 0.05
+    audio_dropout: float = 0.05  # stages 2-3
+    zero_motion_prob: float = 0.1  # stages 2-3: a clip's first window, with zero motion latents
+    sample_steps: int = 20  # DDIM steps for the contact sheet
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("reference_dropout", "audio_dropout", "zero_motion_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        _positive("sample_steps", self.sample_steps)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    model: str  # a preset of emo_rt.config.PRESETS
+    # EmoConfig fields replaced in the preset (nested like config.json), e.g. {resolution: 64}
+    model_overrides: dict = field(default_factory=dict)
+    seed: int = 0
+    init: InitRecipe = field(default_factory=InitRecipe)
+    diffusion: DiffusionRecipe = field(default_factory=DiffusionRecipe)
+    loss: LossRecipe = field(default_factory=LossRecipe)
+    stage0: VAEStageRecipe | None = None  # tiny only; sd15 uses SD's VAE (init.vae)
+    stage1: DenoiseStageRecipe | None = None
+    stage2: DenoiseStageRecipe | None = None
+    stage3: DenoiseStageRecipe | None = None
+
+    def __post_init__(self) -> None:
+        _choice("model", self.model, tuple(PRESETS))
+        self.model_config()  # overrides are checked now, not when a stage starts
+
+    def model_config(self) -> EmoConfig:
+        """The preset with `model_overrides` applied."""
+        data = _merge(PRESETS[self.model]().to_dict(), self.model_overrides, "model_overrides")
+        try:
+            return EmoConfig.from_dict(data)
+        except WeightsError as err:
+            raise ValueError(str(err).replace("config", "model_overrides", 1)) from None
+
+    def stage(self, number: int) -> StageRecipe:
+        section = getattr(self, f"stage{number}", None) if number in (0, 1, 2, 3) else None
+        if section is None:
+            raise RecipeError(f"this recipe has no stage{number} section")
+        return section
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _merge(base: dict, overrides: dict, where: str) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if key not in base:
+            raise ValueError(f"{where}: unknown key {key!r}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{key}: expected a mapping")
+            merged[key] = _merge(base[key], value, f"{where}.{key}")
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe YAML file (or a shipped recipe by name: "tiny", "sd15"); any problem
+    is one `RecipeError` line."""
+    path = Path(path)
+    shipped = Path(__file__).parent / "recipes" / f"{path}.yaml"
+    if not path.is_file() and path.suffix == "" and len(path.parts) == 1 and shipped.is_file():
+        path = shipped
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise RecipeError(f"recipe {path} is not valid YAML{line}: {getattr(err, 'problem', err)}") from None
+    try:
+        return parse(Recipe, data, "")
+    except _Invalid as err:
+        raise RecipeError(f"recipe {path}: {err}") from None
+
+
+def recipe_from_dict(data: dict) -> Recipe:
+    """Validate a plain dict (as YAML would give) into a Recipe."""
+    try:
+        return parse(Recipe, data, "")
+    except _Invalid as err:
+        raise RecipeError(f"recipe: {err}") from None
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def parse(cls, data, where: str):
+    """Build the frozen dataclass `cls` from YAML data, checking keys and types on the way."""
+    if not isinstance(data, dict):
+        raise _Invalid(f"{where or 'the recipe'}: expected a mapping, got {_describe(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise _Invalid(f"unknown key {_key(where, str(unknown[0]))!r} (known: {', '.join(fields)})")
+    missing = [name for name, f in fields.items() if name not in data and
+               f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise _Invalid(f"missing key {_key(where, missing[0])!r}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _value(hints[name], value, _key(where, name)) for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        raise _Invalid(f"{where + ': ' if where else ''}{err}") from None
+
+
+def _value(hint, value, where: str):
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            if type(None) in typing.get_args(hint):
+                return None
+        if len(options) == 1:
+            return _value(options[0], value, where)
+    if dataclasses.is_dataclass(hint):
+        return parse(hint, value, where)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise _Invalid(f"{where}: expected a list of {len(args)} values, got {_describe(value)}")
+        return tuple(_value(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise _Invalid(f"{where}: expected a mapping, got {_describe(value)}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _Invalid(f"{where}: expected true or false, got {_describe(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"{where}: expected an integer, got {_describe(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(f"{where}: expected a number, got {_describe(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _Invalid(f"{where}: expected a string, got {_describe(value)}")
+        return value
+    raise TypeError(f"recipe field {where} has an unsupported type {hint}")  # a bug in this file
+
+
+def _describe(value) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, (dict, list)):
+        return f"a {'mapping' if isinstance(value, dict) else 'list'}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _choice(name: str, value, options: tuple) -> None:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, options))}; got {value!r}")
+
+
+def _positive(name: str, value) -> None:
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
+def _non_negative(name: str, value) -> None:
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")

@@ -1,0 +1,150 @@
+"""What the stages read: the datasets of training/data/datasets.py, addressed by stream position,
+plus each stage's random draws, and the caches of the frozen networks' outputs.
+
+A sample is a pure function of its key (clip item, stream position): the dataset draws its frames
+from (seed, epoch, item) and the stage draws noise, timestep and dropout from (seed, stage,
+position). So a resumed run, or the same global batch split over any number of processes, sees
+exactly the same samples.
+
+Caches live in DATA/cache/<kind>-<hash>/ (docs/data-format.md); the hash covers the weights that
+made them, their config and the index. Rank 0 writes them; `complete.json` marks a finished one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from emo_rt.models import EmoModel
+from emo_rt.training.data import datasets
+from emo_rt.training.data.shards import ShardIndex
+
+
+# ---- keys: (step, rank) -> stream positions -> (clip item, position) --------------------------
+@dataclass(frozen=True)
+class SampleStream:
+    """The global sample order: epoch e is a permutation (seeded by (seed, e)) of the items; the
+    global batch of step s is positions [s*B*W, (s+1)*B*W) and rank r takes its B-long slice."""
+
+    num_items: int
+    seed: int
+    batch_size: int  # per process
+    world_size: int = 1
+
+    def positions(self, step: int, rank: int) -> range:
+        start = (step * self.world_size + rank) * self.batch_size
+        return range(start, start + self.batch_size)
+
+    def item(self, position: int) -> int:
+        epoch, offset = divmod(position, self.num_items)
+        return int(np.random.default_rng([self.seed, epoch]).permutation(self.num_items)[offset])
+
+    def keys(self, step: int, rank: int) -> list[tuple[int, int]]:
+        return [(self.item(p), p) for p in self.positions(step, rank)]
+
+
+class BatchKeys(torch.utils.data.Sampler):
+    """DataLoader batch sampler: the keys of steps start..stop-1 for one rank."""
+
+    def __init__(self, stream: SampleStream, rank: int, start: int, stop: int):
+        self.stream, self.rank, self.start, self.stop = stream, rank, start, stop
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield self.stream.keys(step, self.rank)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def stage_generator(seed: int, stage: int, position: int) -> torch.Generator:
+    """The generator of one sample's stage draws (noise, timestep, dropout flags)."""
+    (state,) = np.random.SeedSequence([seed, stage, position]).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state) >> 1)
+
+
+Draw = Callable[[torch.Generator], dict[str, torch.Tensor]]
+
+
+class KeyedSamples(Dataset):
+    """dataset[(item, position)]: item `item` of a FramePairDataset / ClipWindowDataset in epoch
+    position // len, plus the stage's draws for `position`."""
+
+    def __init__(self, base: Dataset, seed: int, stage: int, draw: Draw | None):
+        self.base, self.seed, self.stage, self.draw = base, seed, stage, draw
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        item, position = key
+        self.base.set_epoch(position // len(self.base))  # each DataLoader worker holds its own copy
+        sample = self.base[item]
+        if self.draw is not None:
+            sample.update(self.draw(stage_generator(self.seed, self.stage, position)))
+        return sample
+
+
+def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+# ---- caches ------------------------------------------------------------------------------------
+def cache_dir(data_dir: str | Path, kind: str, module: torch.nn.Module, extra: dict) -> Path:
+    """DATA/cache/<kind>-<hash of the module's weights, `extra` and index.json>."""
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    h.update((Path(data_dir) / "index.json").read_bytes())
+    return Path(data_dir) / "cache" / f"{kind}-{h.hexdigest()[:16]}"
+
+
+def latent_cache_dir(data_dir: str | Path, model: EmoModel) -> Path:
+    return cache_dir(data_dir, "latents", model.vae, {"scaling_factor": model.vae.config.scaling_factor,
+                                                      "resolution": model.config.resolution})
+
+
+def audio_cache_dir(data_dir: str | Path, model: EmoModel) -> Path:
+    return cache_dir(data_dir, "audio", model.audio_encoder, {"fps": model.config.fps})
+
+
+def is_complete(directory: Path) -> bool:
+    return (Path(directory) / "complete.json").is_file()
+
+
+def write_caches(index: ShardIndex, model: EmoModel, latents: Path | None, audio: Path | None,
+                 device: torch.device, progress: Callable[[int], None] = lambda n: None,
+                 mark_complete: bool = True) -> None:
+    """Write the latent and/or audio-feature caches of `index.clips` (datasets.write_*_cache,
+    resumable per clip), then mark each complete. `progress(k)` is called with frames encoded."""
+    if latents is not None and not is_complete(latents):
+        def encode(images: torch.Tensor) -> torch.Tensor:
+            progress(images.shape[0])
+            return model.encode_images(images.to(device)).cpu()
+
+        datasets.write_latent_cache(index, encode, latents, batch_size=32)
+        if mark_complete:
+            _mark_complete(latents)
+    if audio is not None and not is_complete(audio):
+        def encode_audio(waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
+            progress(num_frames)
+            return model.audio_encoder(waveform.to(device), num_frames).cpu()
+
+        datasets.write_audio_feature_cache(index, encode_audio, audio)
+        if mark_complete:
+            _mark_complete(audio)
+
+
+def _mark_complete(directory: Path) -> None:
+    tmp = Path(directory) / "complete.json.tmp"
+    tmp.write_text(json.dumps({"complete": True}) + "\n")
+    os.replace(tmp, Path(directory) / "complete.json")

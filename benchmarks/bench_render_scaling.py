@@ -1,9 +1,13 @@
 """Render time and peak memory vs audio length (issue 3: memory flat, time linear).
 
 Renders the same portrait with 10 s and 60 s of audio, each in a fresh process, with a tiny
-model (random init unless --weights), and reports wall time, peak RSS and their ratios.
+model (random init unless --weights), and reports wall time, CPU time, peak RSS and their ratios.
 
-    python benchmarks/bench_render_scaling.py [--weights DIR] [--steps 4] [--cfg 1] [--json out.json]
+CPU time (user + system of the render process) is the figure to compare on a shared machine: wall
+time also counts the time other jobs hold the cores, and that changes between two long runs.
+`--threads 1` makes CPU time equal wall time on an idle machine.
+
+    python benchmarks/bench_render_scaling.py [--weights DIR] [--steps 4] [--cfg 1] [--threads N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -21,13 +25,18 @@ import numpy as np
 import soundfile as sf
 
 CHILD = """
-import sys, time, resource, json
+import sys, time, resource, json, os
+import torch
+if int(sys.argv[7]):
+    torch.set_num_threads(int(sys.argv[7]))
 from emo_rt.pipeline import EmoPipeline, RenderSettings, render
 pipe = EmoPipeline.from_pretrained(sys.argv[1])
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 stats = render(sys.argv[2], sys.argv[3], sys.argv[4], pipe,
                RenderSettings(steps=int(sys.argv[5]), cfg=float(sys.argv[6])), show_progress=False)
 print(json.dumps({"frames": stats.frames, "render_seconds": time.perf_counter() - t,
+                  "cpu_seconds": time.process_time() - c, "threads": torch.get_num_threads(),
+                  "load_average": os.getloadavg()[0],
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -44,6 +53,7 @@ def main() -> None:
     parser.add_argument("--weights")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--cfg", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in the render process (0: torch's default)")
     parser.add_argument("--lengths", type=float, nargs="+", default=[10.0, 60.0])
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -64,14 +74,16 @@ def main() -> None:
     for seconds in args.lengths:
         audio = speech(work / f"a{seconds:g}.wav", seconds)
         out = subprocess.run([sys.executable, "-c", CHILD, weights, str(image), str(audio), str(work / "out.mp4"),
-                              str(args.steps), str(args.cfg)], check=True, capture_output=True, text=True)
+                              str(args.steps), str(args.cfg), str(args.threads)], check=True, capture_output=True, text=True)
         row = {"audio_seconds": seconds, **json.loads(out.stdout.strip().splitlines()[-1])}
         rows.append(row)
-        print(f"{seconds:6.1f} s audio: {row['frames']} frames, {row['render_seconds']:.1f} s, "
+        print(f"{seconds:6.1f} s audio: {row['frames']} frames, {row['render_seconds']:.1f} s wall, "
+              f"{row['cpu_seconds']:.1f} s CPU ({row['threads']} threads, load {row['load_average']:.1f} at the end), "
               f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]
-        print(f"time ratio {b['render_seconds'] / a['render_seconds']:.2f} (audio ratio "
+        print(f"wall time ratio {b['render_seconds'] / a['render_seconds']:.2f}, CPU time ratio "
+              f"{b['cpu_seconds'] / a['cpu_seconds']:.2f} (audio ratio "
               f"{b['audio_seconds'] / a['audio_seconds']:.1f}), peak RSS ratio {b['peak_rss_mb'] / a['peak_rss_mb']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"steps": args.steps, "cfg": args.cfg, "rows": rows}, indent=1))

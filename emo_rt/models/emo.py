@@ -19,7 +19,7 @@ from emo_rt.models.audio import AudioEncoder, AudioProjector
 from emo_rt.models.face_locator import FaceLocator
 from emo_rt.models.speed import SpeedEncoder
 from emo_rt.models.unet import Backbone, ReferenceNet
-from emo_rt.models.vae import build_vae
+from emo_rt.models.vae import build_vae, decode_scaled, encode_scaled
 
 
 class EmoModel(nn.Module):
@@ -41,13 +41,11 @@ class EmoModel(nn.Module):
     def encode_images(self, images: torch.Tensor, sample: bool = False,
                       generator: torch.Generator | None = None) -> torch.Tensor:
         """(N, 3, H, W) in [-1, 1] -> (N, 4, H/8, W/8) latents times the VAE's scaling factor."""
-        dist = self.vae.encode(images).latent_dist
-        latents = dist.sample(generator) if sample else dist.mode()
-        return latents * self.vae.config.scaling_factor
+        return encode_scaled(self.vae, images, sample, generator)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """(N, 4, h, w) scaled latents -> (N, 3, H, W) images in [-1, 1]."""
-        return self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+        return decode_scaled(self.vae, latents)
 
     # ---- model directory ------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:

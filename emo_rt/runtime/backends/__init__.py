@@ -1,0 +1,53 @@
+"""Backends behind the one `Components` interface: torch (eager or torch.compile), onnxruntime and
+TensorRT engines built by `emo-rt build-engines` (checked against the model through the engine
+manifest). Entry point: `load_components`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from emo_rt.errors import EmoError
+from emo_rt.runtime.backends.manifest import StaleEngineError
+from emo_rt.runtime.components import Components
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+_PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16"}
+_DTYPE_NAMES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
+                "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+__all__ = ["BACKENDS", "StaleEngineError", "load_components"]
+
+
+def load_components(backend: str, model_dir: str | Path, engine_dir: str | Path | None = None,
+                    dtype: torch.dtype | str = torch.float32, **options) -> Components:
+    """Components for `backend` on the model in `model_dir`.
+
+    torch: the model itself (options: compile=True). onnxruntime / tensorrt: the engines in
+    `engine_dir`, refused with StaleEngineError when they do not match the model (options:
+    providers=[...], threads=N for onnxruntime; cuda_graphs=False for tensorrt)."""
+    if isinstance(dtype, str):
+        if dtype not in _DTYPE_NAMES:
+            raise EmoError(f"unknown dtype {dtype!r}: choose fp32 or fp16")
+        dtype = _DTYPE_NAMES[dtype]
+    if backend == "torch":
+        from emo_rt.models import EmoModel
+        from emo_rt.runtime.components import TorchComponents
+
+        model = EmoModel.from_pretrained(model_dir, dtype=dtype, device=options.pop("device", "cpu"))
+        return TorchComponents(model, dtype, **options)
+    if backend not in BACKENDS:
+        raise EmoError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if dtype not in _PRECISIONS:
+        raise EmoError(f"--backend {backend} runs fp32 or fp16 engines, not {dtype}")
+    if engine_dir is None:
+        raise EmoError(f"--backend {backend} needs --engines DIR (built by `emo-rt build-engines --backend {backend}`)")
+    if backend == "onnxruntime":
+        from emo_rt.runtime.backends.onnxruntime import OrtComponents
+
+        return OrtComponents.load(model_dir, engine_dir, _PRECISIONS[dtype], **options)
+    from emo_rt.runtime.backends.tensorrt import TrtComponents
+
+    return TrtComponents.load(model_dir, engine_dir, _PRECISIONS[dtype], **options)

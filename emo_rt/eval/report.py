@@ -1,0 +1,137 @@
+"""Writes an evaluation report: report.json (everything), report.md (the table) and mouth.png
+(generated vs true mouth opening over time), each to a temporary file renamed into place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from emo_rt.errors import InputError
+from emo_rt.io.files import atomic_output
+
+ROWS = (("model", "model"), ("oracle", "oracle (real test videos)"), ("floor", "floor (still reference)"))
+COLUMNS = (("lip_r", "lip-sync r"), ("offset", "best offset (frames)"), ("brow_r", "brow r"),
+           ("face_ssim", "face SSIM"), ("background_psnr", "background PSNR (dB)"), ("flicker", "flicker (levels)"),
+           ("drift", "drift"), ("speed_rho", "speed rho"))
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if key == "offset":
+        return f"{value:+d}"
+    if key == "drift":
+        return f"{100 * value:.1f}%"
+    if key == "background_psnr":
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def table(report: dict) -> str:
+    head = "| row | " + " | ".join(title for _, title in COLUMNS) + " |"
+    rule = "| --- " * (len(COLUMNS) + 1) + "|"
+    lines = [head, rule]
+    for key, title in ROWS:
+        values = report["rows"][key]
+        lines.append(f"| {title} | " + " | ".join(_cell(k, values.get(k)) for k, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def markdown(report: dict) -> str:
+    s, d, t = report["settings"], report["data"], report["timings"]
+    model = report["rows"]["model"]
+    lines = [
+        "# emo-rt eval",
+        "",
+        f"Model: `{report.get('weights', '?')}` ({report.get('backend', 'torch')}); {len(d['clips'])} {d['split']} "
+        f"clip(s) of `{d['shards']}` ({', '.join(d['clips'])}; {sum(d['frames'])} frames), ground truth from "
+        f"`{d['corpus']}`; {s['scheduler']} {s['steps']} steps, cfg {s['cfg']}, seed {s['seed']}, reference = "
+        f"frame {s['reference_frame']} of each clip.",
+        "",
+        table(report),
+        "",
+    ]
+    if model.get("lip_r_of_oracle") is not None:
+        lines.append(f"Model lip-sync r is {100 * model['lip_r_of_oracle']:.0f}% of the oracle's.")
+    ev = report["evaluator"]
+    lines.append(f"Evaluator on all {ev['clips']} real {d['split']} clips (Pearson r vs ground truth, mean over the "
+                 "clips where the label moves): " +
+                 ", ".join(f"{k} {_cell('r', v)}" for k, v in ev["r"].items()) + ".")
+    o = report["oracle_speed"]
+    if o["rho"] is not None:
+        lines.append(f"Oracle speed rho: measured vs true mean head speed across those {o['clips']} clips (slope "
+                     f"{o['slope']:.2f} measured per true deg/frame).")
+    if report["drift"]:
+        dr = report["drift"]
+        lines.append(f"Drift: whole-frame SSIM to the reference, first {dr['window']} frames {dr['first']:.3f}, "
+                     f"last {dr['window']} frames {dr['last']:.3f}, over {dr['frames']} frames "
+                     f"({dr['frames'] / d['fps']:.0f} s).")
+    if report["speed_control"]:
+        sc = report["speed_control"]
+        pairs = ", ".join(f"{a:g} -> {b:.3f}" for a, b in zip(sc["speeds"], sc["measured"]))
+        lines.append(f"Speed control: --speed {pairs} deg/frame measured (slope {sc['slope']:.3f} measured per "
+                     "requested deg/frame).")
+    lines += ["", "| render | frames | seconds | s/frame |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r['render']} | {r['frames']} | {r['seconds']:.1f} | {r['seconds_per_frame']:.3f} |"
+              for r in t["renders"]]
+    lines += ["", f"Rendered {t['rendered_frames']} frames in {t['render_seconds']:.1f} s; whole evaluation "
+                  f"{t['total_seconds']:.1f} s.", "",
+              "Columns: lip-sync / brow r = Pearson r of the evaluator's reading of the video vs the true curve "
+              f"(mean over clips); best offset = lag in +/-{s['max_lag']} frames with the highest r (mean over "
+              "clips; > 0: video late); face SSIM / background PSNR = similarity to the reference inside / "
+              "outside the clip's face box; flicker = mean frame-to-frame change on pixels that never change in "
+              "the real clip; drift = relative loss of whole-frame SSIM to the reference, last render window vs "
+              "the first; speed rho = Spearman of the requested vs the measured head speed.", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = report["curves"]
+    fig, axes = plt.subplots(len(curves), 1, figsize=(10, 2.6 * len(curves)), squeeze=False)
+    for ax, curve, per_clip in zip(axes[:, 0], curves, report["rows"]["model"]["per_clip"]):
+        t = np.arange(len(curve["true"])) / report["data"]["fps"]
+        ax.plot(t, curve["true"], color="black", lw=1.5, label="true")
+        ax.plot(t, curve["oracle"], color="grey", lw=1, ls="--", label="evaluator on the real video")
+        ax.plot(t, curve["model"], color="tab:red", lw=1.2, label=f"generated (r {per_clip['lip_r']:.2f})")
+        ax.set_title(f"{curve['clip']}: mouth opening", fontsize=9)
+        ax.set_ylabel("opening")
+        ax.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    with atomic_output(path, "plot") as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """Create the report folder (its parent must exist); InputError when it cannot be written."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file: give a folder for the report")
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: its parent folder {out.parent} does not exist")
+    out.mkdir(exist_ok=True)
+    from emo_rt.io.files import check_output_path
+
+    check_output_path(out / "report.json", "report")
+    return out
+
+
+def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
+    out = check_out_dir(out_dir)
+    paths = {"json": out / "report.json", "md": out / "report.md", "png": out / "mouth.png"}
+    with atomic_output(paths["json"], "report") as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    with atomic_output(paths["md"], "report") as tmp:
+        tmp.write_text(markdown(report))
+    plot(report, paths["png"])
+    for path in paths.values():  # temporary files are created private; a report is for reading
+        path.chmod(0o644)
+    return paths

@@ -1,0 +1,82 @@
+"""`emo-rt eval` end to end on a tiny random-init model (one short clip, one denoising step), and
+its one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from emo_rt.cli import main
+
+QUICK = ["--clips", "1", "--clip-seconds", "1", "--steps", "1", "--drift-seconds", "0.64",
+         "--speeds", "0.1,1.0", "--speed-seconds", "0.64", "-q"]
+
+
+@pytest.mark.slow
+def test_eval_writes_the_report(small_corpus, tiny_model_dir, tmp_path, capsys):
+    shards, corpus = small_corpus
+    out = tmp_path / "report"
+    code = main(["eval", "--weights", str(tiny_model_dir), "--data", str(shards), "--corpus", str(corpus),
+                 "--out", str(out), *QUICK])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "| model |" in printed and "wrote" in printed
+    report = json.loads((out / "report.json").read_text())
+    md = (out / "report.md").read_text()
+    assert (out / "mouth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(f"| {name}" in md for name in ("model", "oracle", "floor"))
+
+    rows = report["rows"]
+    assert report["data"]["frames"] == [25]
+    assert len(report["curves"][0]["model"]) == 25
+    # the oracle is the evaluator on the real video; the floor a still reference
+    assert rows["oracle"]["lip_r"] >= 0.8
+    assert rows["floor"]["lip_r"] == 0.0 and rows["floor"]["offset"] is None
+    assert rows["floor"]["flicker"] == 0.0 and rows["floor"]["face_ssim"] == pytest.approx(1.0)
+    assert -1 <= rows["model"]["lip_r"] <= 1
+    assert report["drift"]["frames"] == 16 and report["drift"]["window"] == 8
+    assert report["speed_control"]["speeds"] == [0.1, 1.0] and len(report["speed_control"]["measured"]) == 2
+    assert [t["frames"] for t in report["timings"]["renders"]] == [25, 16, 16, 16]
+
+
+def run_error(argv, capsys) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("emo-rt: error: "), err
+    return lines[0]
+
+
+def test_missing_data_folder_is_one_line(tmp_path, capsys):
+    line = run_error(["eval", "--weights", str(tmp_path), "--data", str(tmp_path / "nope"), "--corpus", str(tmp_path),
+                      "--out", str(tmp_path / "r"), "-q"], capsys)
+    assert "--data" in line
+
+
+def test_folder_without_index_is_one_line(tmp_path, capsys):
+    line = run_error(["eval", "--data", str(tmp_path), "--corpus", str(tmp_path), "--out", str(tmp_path / "r"), "-q"],
+                     capsys)
+    assert "index.json" in line
+
+
+@pytest.mark.slow
+def test_no_test_clips_is_one_line(small_corpus, tmp_path, capsys):
+    shards, corpus = small_corpus
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    index = json.loads((copy / "index.json").read_text())
+    for clip in index["clips"]:
+        clip["split"] = "train"
+    (copy / "index.json").write_text(json.dumps(index))
+    line = run_error(["eval", "--data", str(copy), "--corpus", str(corpus), "--out", str(tmp_path / "r"), "-q"], capsys)
+    assert "no test-split clips" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_settings_are_one_line(tmp_path, capsys):
+    line = run_error(["eval", "--data", str(tmp_path), "--corpus", str(tmp_path), "--out", str(tmp_path / "r"),
+                      "--clips", "0"], capsys)
+    assert "--clips 0" in line

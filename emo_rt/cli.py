@@ -22,16 +22,58 @@ def _render(args: argparse.Namespace) -> int:
             speed = float(speed)
         except ValueError:
             speed = Path(speed)
+    if args.engines is not None and args.backend == "torch":
+        raise EmoError("--engines is for --backend onnxruntime or tensorrt (torch runs the weights themselves)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from emo_rt.runtime.reference_cache import cache_dir_option
+
     pipeline = EmoPipeline.from_pretrained(args.weights, dtype=getattr(torch, args.dtype),
-                                           device=args.device, attention=args.attention)
+                                           device=args.device or ("cuda" if _cuda() else "cpu"),
+                                           attention=args.attention, backend=args.backend,
+                                           engine_dir=args.engines,
+                                           reference_cache=cache_dir_option(args.reference_cache))
+    if not args.quiet:
+        print(f"backend: {pipeline.components.name}")  # onnxruntime: the providers its sessions really use
     if args.resolution is not None and args.resolution != pipeline.config.resolution:
         raise EmoError(f"--resolution {args.resolution}: these weights render at {pipeline.config.resolution}")
     if args.fps is not None and args.fps != pipeline.config.fps:
         raise EmoError(f"--fps {args.fps}: these weights were trained at {pipeline.config.fps} fps")
-    settings = RenderSettings(scheduler=args.scheduler, steps=args.steps, cfg=args.cfg, speed=speed, seed=args.seed)
+    settings = RenderSettings(scheduler=args.scheduler, steps=args.steps, cfg=args.cfg, speed=speed, seed=args.seed,
+                              batch_guidance=not args.separate_guidance, overlap=not args.no_overlap)
     stats = render(args.image, args.audio, args.output, pipeline, settings, face_box=args.face_box,
                    no_crop=args.no_crop, preview=args.preview, show_progress=not args.quiet)
-    print(f"wrote {args.output}: {stats.line()}")
+    print(f"wrote {args.output}: {stats.line()} ({pipeline.components.name})")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+
+    from emo_rt.bench import bench_model_dir, bench_options, format_table, run_bench
+
+    options = bench_options(args.quick, seconds=args.seconds, steps=args.steps, cfg=args.cfg, threads=args.threads,
+                            rounds=args.rounds, backends=tuple(args.backend) if args.backend else None,
+                            engines=args.engines)
+    with tempfile.TemporaryDirectory(prefix="emo-rt-bench-model-") as scratch:
+        model_dir = bench_model_dir(args.weights, args.preset, Path(scratch))
+        say = (lambda message: None) if args.quiet else (lambda message: print(f"bench: {message}", file=sys.stderr))
+        result = run_bench(model_dir, options, args.out, progress=say)
+    print(format_table(result))
+    if args.json:
+        print(json.dumps(result, indent=2, default=str, allow_nan=False))
+    print(f"wrote {Path(args.out) / 'bench.json'} and {Path(args.out) / 'bench.png'}")
+    return 0
+
+
+def _build_engines(args: argparse.Namespace) -> int:
+    from emo_rt.export import build_engines
+    from emo_rt.pipeline import default_model_dir
+
+    weights = args.weights if args.weights is not None else default_model_dir()
+    report = build_engines(weights, args.backend, args.precision, args.out, progress=not args.quiet)
+    print(report.summary())
     return 0
 
 
@@ -88,10 +130,52 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import time
+
+    from emo_rt.eval import EvalSettings, run_eval
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    speeds = None
+    if args.speeds is not None:
+        try:
+            speeds = tuple(float(v) for v in args.speeds.split(",") if v.strip())
+        except ValueError:
+            raise EmoError(f"--speeds {args.speeds!r}: give comma-separated head speeds in deg/frame") from None
+    settings = EvalSettings(clips=args.clips, clip_seconds=args.clip_seconds, split=args.split,
+                            scheduler=args.scheduler, steps=args.steps, cfg=args.cfg, seed=args.seed,
+                            reference_frame=args.reference_frame, drift_seconds=args.drift_seconds,
+                            speeds=speeds, speed_seconds=args.speed_seconds)
+    started = time.perf_counter()
+    report, paths = run_eval(args.data, args.corpus, args.out, args.weights, settings, backend=args.backend,
+                             engines=args.engines, evaluator_dir=args.evaluator, progress=not args.quiet)
+    from emo_rt.eval.report import table
+
+    print(table(report))
+    print(f"wrote {paths['json']}, {paths['md'].name}, {paths['png'].name} in {time.perf_counter() - started:.1f} s "
+          f"({report['timings']['rendered_frames']} frames rendered in {report['timings']['render_seconds']:.1f} s)")
+    return 0
+
+
 def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from emo_rt.training.command import add_arguments
+
+    add_arguments(parser)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from emo_rt.training.trainer import run
+
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,11 +198,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-crop", action="store_true", help="use the whole image (already face-centred)")
     p.add_argument("--preview", help="also write a contact sheet PNG of frames here")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="torch device (default: cuda if present)")
+    p.add_argument("--device", help="torch device (default: cuda if present)")
     p.add_argument("--attention", default="auto", choices=["auto", "triton", "sdpa"],
                    help="temporal/reference attention: fused Triton kernels (auto = on CUDA) or SDPA")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
+                   help="what runs the networks: torch (default) or the engines in --engines")
+    p.add_argument("--engines", help="engine directory from `emo-rt build-engines` (onnxruntime/tensorrt; "
+                                     "--dtype float32 or float16 picks fp32 or fp16 engines)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
+    p.add_argument("--no-overlap", action="store_true",
+                   help="decode and encode each window after its denoising, not alongside the next (same frames)")
+    p.add_argument("--separate-guidance", action="store_true",
+                   help="guidance as two Backbone passes instead of one batch of 2 (less memory, slower)")
+    p.add_argument("--reference-cache", metavar="DIR|off",
+                   help="keep reference features here across renders (default: $EMO_RT_CACHE_DIR or "
+                        "~/.cache/emo-rt/reference; off: compute them every render)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_render)
+
+    p = sub.add_parser("build-engines", help="export the networks to ONNX / TensorRT engines for render --backend")
+    p.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    p.add_argument("--out", default="engines", help="engine directory (default: ./engines); current engines "
+                                                    "in it are reused, stale ones rebuilt")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_build_engines)
 
     p = sub.add_parser("new-model", help="write a model directory with random init (or imported weights)")
     p.add_argument("out")
@@ -146,6 +251,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-audio", action="store_true", help="stage-1 image data: keep clips without audio")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(run=_preprocess)
+
+    p = sub.add_parser("train", help="one stage (0-3) of a training recipe; resumable; DDP under torchrun")
+    _train_arguments(p)
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("eval", help="render held-out clips and score lip sync, expression, identity, "
+                                    "flicker, drift and speed control against ground truth")
+    p.add_argument("--data", required=True, help="preprocessed shards (`emo-rt preprocess`) of a synthetic corpus")
+    p.add_argument("--corpus", required=True, help="that corpus's folder (`emo-rt synth-data`): the ground truth "
+                                                   "is in its clips/<id>.json sidecars")
+    p.add_argument("--out", required=True, help="report folder: report.json, report.md, mouth.png")
+    p.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--engines", help="engine directory from `emo-rt build-engines` (onnxruntime/tensorrt)")
+    p.add_argument("--evaluator", help="face evaluator directory (default: the one shipped with emo-rt)")
+    p.add_argument("--split", default="test", help="held-out split to render (default: test)")
+    p.add_argument("--clips", type=int, default=2, help="clips rendered (default 2)")
+    p.add_argument("--clip-seconds", type=float, help="cut each clip to this many seconds (default: whole clips)")
+    p.add_argument("--scheduler", default="ddim")
+    p.add_argument("--steps", type=int, default=8, help="denoising steps per window (default 8)")
+    p.add_argument("--cfg", type=float, default=1.0, help="guidance (default 1.0: none, one Backbone pass per step)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference-frame", type=int, default=0, help="the clip frame used as the reference (default 0)")
+    p.add_argument("--drift-seconds", type=float, default=10.0,
+                   help="length of the drift render of concatenated test audio (default 10; the issue's figure "
+                        "is over 60; 0 skips it)")
+    p.add_argument("--speeds", help="comma-separated --speed values for speed control (default: the model's lowest, "
+                                    "middle and highest speed bucket)")
+    p.add_argument("--speed-seconds", type=float, default=2.0, help="audio per speed render (default 2; 0 skips)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_eval)
+
+    p = sub.add_parser("bench", help="component latency, frames/s, real-time factor and utilisation: "
+                                     "table, bench.json, bench.png")
+    p.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
+    p.add_argument("--preset", choices=["tiny", "sd15"], help="benchmark a random-init model of this preset instead")
+    p.add_argument("--backend", action="append", choices=["torch", "onnxruntime"],
+                   help="backends to measure, repeatable (default: torch and onnxruntime; torch always runs)")
+    p.add_argument("--engines", help="onnxruntime fp32 engine directory (default: built in a temp dir, not with --quick)")
+    p.add_argument("--quick", action="store_true", help="the short CI run: 1 s of audio, 2 steps, fewer levers")
+    p.add_argument("--seconds", type=float, help="audio length of each end-to-end render (default 2, quick 1)")
+    p.add_argument("--steps", type=int, help="denoising steps of the renders (default 4, quick 2)")
+    p.add_argument("--cfg", type=float, help="guidance of the renders (default 3.5)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds of the renders, best kept (default 2, quick 1)")
+    p.add_argument("--out", default="bench", help="output directory for bench.json and bench.png (default: ./bench)")
+    p.add_argument("--json", action="store_true", help="also print the JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no stage messages")
+    p.set_defaults(run=_bench)
 
     p = sub.add_parser("info", help="parameter counts of the presets")
     p.set_defaults(run=_info)

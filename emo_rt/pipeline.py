@@ -6,12 +6,14 @@ Steps of a render:
    face mask -> FaceLocator (once); head-speed curve (once)
 3. per window of f frames: motion features from the previous window's last n latents (zeros for
    the first window), audio/speed tokens for the window, then the denoising loop, where only the
-   Backbone runs; then VAE decode, yielded as uint8 frames
+   Backbone runs; then VAE decode, yielded as uint8 frames. The denoising of window k+1 overlaps
+   the decode (and the caller's encode) of window k (`RenderSettings.overlap`).
 `render()` streams those frames into an mp4 with the input audio muxed.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -29,7 +31,9 @@ from emo_rt.io.image import FaceBox, Reference, load_image, prepare_reference
 from emo_rt.io.preview import contact_sheet, preview_indices
 from emo_rt.io.video import VideoWriter
 from emo_rt.models.conditioning import null_audio_tokens, null_reference_features
-from emo_rt.runtime.components import Components, TorchComponents
+from emo_rt.runtime.components import Components
+from emo_rt.runtime.overlap import Overlapped
+from emo_rt.runtime.reference_cache import ReferenceCache
 from emo_rt.schedulers import make_scheduler, noise_schedule
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
@@ -43,6 +47,8 @@ class RenderSettings:
     speed: float | None = None  # constant head speed (deg/frame); None = the middle bucket
     seed: int = 0
     audio_chunk_seconds: float = 30.0  # the audio encoder sees at most this much at once
+    batch_guidance: bool = True  # guidance's (conditional, unconditional) pair as one batch of 2, or two passes
+    overlap: bool = True  # denoise window k+1 while window k is decoded and encoded (same frames)
 
 
 @dataclass
@@ -89,19 +95,30 @@ def speed_curve(speed: float | str | Path | None, num_frames: int, fps: int, def
 class EmoPipeline:
     """Runs the render loop on any `Components` backend."""
 
-    def __init__(self, components: Components, schedule: dict):
+    def __init__(self, components: Components, schedule: dict, reference_cache: ReferenceCache | None = None):
         self.components = components
         self.config: EmoConfig = components.config
         self.schedule = schedule
+        self.reference_cache = reference_cache or ReferenceCache()  # in memory only unless given a directory
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, dtype: torch.dtype = torch.float32,
-                        device: str = "cpu", attention: str = "auto") -> "EmoPipeline":
-        from emo_rt.models import EmoModel
+                        device: str = "cpu", attention: str = "auto", backend: str = "torch",
+                        engine_dir: str | Path | None = None,
+                        reference_cache: str | Path | None = None) -> "EmoPipeline":
+        """The pipeline on `backend` (emo_rt.runtime.backends.BACKENDS): torch runs the model on
+        `device` with `attention`; onnxruntime / tensorrt run the engines in `engine_dir`, built for
+        this model by `emo-rt build-engines` (fp32 or fp16 by `dtype`; refused when stale).
+        `reference_cache`: a directory that keeps reference features across renders
+        (emo_rt.runtime.reference_cache)."""
+        from emo_rt.runtime.backends import load_components
+        from emo_rt.runtime.reference_cache import weights_key
 
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
-        model = EmoModel.from_pretrained(model_dir, dtype=dtype, device=device)
-        return cls(TorchComponents(model, dtype, attention=attention), noise_schedule(model_dir))
+        options = {"device": device, "attention": attention} if backend == "torch" else {}
+        components = load_components(backend, model_dir, engine_dir, dtype, **options)
+        cache = ReferenceCache(reference_cache, weights_key(model_dir)) if reference_cache is not None else None
+        return cls(components, noise_schedule(model_dir), cache)
 
     # ---- step 1: audio ----------------------------------------------------------------------
     def audio_features(self, waveform: np.ndarray, num_frames: int, chunk_seconds: float,
@@ -133,6 +150,11 @@ class EmoPipeline:
 
     # ---- step 2: reference ------------------------------------------------------------------
     def prepare(self, reference: Reference) -> dict[str, object]:
+        """VAE latents, ReferenceNet features and FaceLocator output of the reference, computed once
+        per identity (`self.reference_cache`)."""
+        return self.reference_cache.fetch(reference, self.components, lambda: self.compute_reference(reference))
+
+    def compute_reference(self, reference: Reference) -> dict[str, object]:
         pixels = torch.from_numpy(reference.pixels).permute(2, 0, 1)[None].float() / 127.5 - 1
         latents = self.components.encode_images(pixels)  # (1, 4, h, w)
         mask = torch.from_numpy(reference.mask)[None]  # (1, 1, R, R); components move it to their device
@@ -143,7 +165,23 @@ class EmoPipeline:
     # ---- step 3: windows --------------------------------------------------------------------
     def __call__(self, reference: Reference, waveform: np.ndarray, settings: RenderSettings = RenderSettings(),
                  progress=None) -> Iterator[np.ndarray]:
-        """Yield uint8 frames (k, R, R, 3) window by window; the total is the audio's frame count."""
+        """Yield uint8 frames (k, R, R, 3) window by window; the total is the audio's frame count.
+        With `settings.overlap` the denoising runs one window ahead in a worker thread
+        (emo_rt.runtime.overlap); the frames are the same."""
+        if not settings.overlap:
+            for latents in self.denoised_windows(reference, waveform, settings, progress):
+                yield self.decode_window(latents, progress)
+            return
+        device = getattr(self.components, "device", torch.device("cpu"))
+        produce = functools.partial(self.denoised_windows, reference, waveform, settings, progress)  # (cancelled)
+        with Overlapped(produce, depth=1, device=device) as windows:
+            for latents in windows:
+                yield self.decode_window(latents, progress)
+
+    def denoised_windows(self, reference: Reference, waveform: np.ndarray, settings: RenderSettings,
+                         progress=None, cancelled=lambda: False) -> Iterator[torch.Tensor]:
+        """Steps 1-3a: the final latents (k, 4, h, w) of each window's k kept frames, in order.
+        Stops early when `cancelled()` turns true (checked every denoising step)."""
         config, comp = self.config, self.components
         f, n, h = config.num_frames, config.num_motion_frames, config.latent_size
         total = num_video_frames(waveform.size, config.audio.sample_rate, config.fps)
@@ -159,36 +197,54 @@ class EmoPipeline:
         num_windows = math.ceil(total / f)
         motion_latents = torch.zeros(1, 4, n, h, h, device=device)  # first window: zero maps
         ref_features, face_latents = ref["features"], ref["face_latents"]
-        if guided:  # batch the (conditional, unconditional) pair into one Backbone pass
-            ref_features = [torch.cat([x, z]) for x, z in zip(ref_features, null_reference_features(ref_features))]
-            face_latents = face_latents.expand(2, -1, -1, -1)
+        null_ref = null_reference_features(ref_features) if guided else None
+        if guided and settings.batch_guidance:  # (conditional, unconditional) as one batch, built once
+            pair_ref = [torch.cat([x, z]) for x, z in zip(ref_features, null_ref)]
+            pair_face = face_latents.expand(2, -1, -1, -1)
         for k in range(num_windows):
             start = k * f
             audio, speed = self.window_tokens(features, speeds, start)
             motion = comp.motion_features(motion_latents.permute(0, 2, 1, 3, 4))
-            if guided:
-                audio = torch.cat([audio, null_audio_tokens(audio)])
-                speed, motion = speed.expand(2, -1, -1, -1), [x.expand(2, *x.shape[1:]) for x in motion]
+            # conditioning in the order of Components.denoise after (latents, timestep)
+            cond = (ref_features, motion, audio, speed, face_latents)
+            uncond = (null_ref, motion, null_audio_tokens(audio), speed, face_latents) if guided else None
+            if guided and settings.batch_guidance:
+                cond = (pair_ref, [x.expand(2, *x.shape[1:]) for x in motion], torch.cat([audio, uncond[2]]),
+                        speed.expand(2, -1, -1, -1), pair_face)
+                uncond = None
             scheduler.set_timesteps(settings.steps)
             z = torch.randn(1, 4, f, h, h, generator=generator).to(device) * scheduler.init_noise_sigma
             for t in scheduler.timesteps:
-                z_in = scheduler.scale_model_input(z, t)
-                if guided:
-                    z_in = z_in.expand(2, -1, -1, -1, -1)
-                pred = comp.denoise(z_in, t.reshape(1).expand(z_in.shape[0]), ref_features, motion, audio,
-                                    speed, face_latents).float()
-                if guided:
-                    pred = pred[1:] + settings.cfg * (pred[:1] - pred[1:])
+                if cancelled():
+                    return
+                pred = self.predict(scheduler.scale_model_input(z, t), t, cond, uncond, settings.cfg)
                 z = scheduler.step(pred, t, z, generator=generator).prev_sample
                 if progress is not None:
                     progress.advance_step()
             motion_latents = torch.cat([motion_latents, z], dim=2)[:, :, -n:] if n else motion_latents
             keep = min(f, total - start)  # the last window is padded, then trimmed
-            images = comp.decode_latents(z[0].permute(1, 0, 2, 3)[:keep]).float()
-            frames = ((images.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-            if progress is not None:
-                progress.advance_window(keep)
-            yield frames.cpu().numpy()
+            yield z[0].permute(1, 0, 2, 3)[:keep].contiguous()  # its own memory: the worker moves on
+
+    def predict(self, z_in: torch.Tensor, t: torch.Tensor, cond: tuple, uncond: tuple | None,
+                cfg: float) -> torch.Tensor:
+        """The guided noise prediction (1, 4, f, h, w). `cond` holding a batch of 2 (the pair) is
+        one Backbone pass; with `uncond` given, the two halves are two passes."""
+        batch = cond[0][0].shape[0]  # of the reference features
+        pred = self.components.denoise(z_in.expand(batch, -1, -1, -1, -1), t.reshape(1).expand(batch), *cond).float()
+        if uncond is not None:
+            pred_uncond = self.components.denoise(z_in, t.reshape(1), *uncond).float()
+            return pred_uncond + cfg * (pred - pred_uncond)
+        if batch == 2:
+            return pred[1:] + cfg * (pred[:1] - pred[1:])
+        return pred
+
+    def decode_window(self, latents: torch.Tensor, progress=None) -> np.ndarray:
+        """Step 3b: (k, 4, h, w) final latents -> uint8 frames (k, R, R, 3)."""
+        images = self.components.decode_latents(latents).float()
+        frames = ((images.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        if progress is not None:
+            progress.advance_window(len(latents))
+        return frames.cpu().numpy()
 
 
 @dataclass(frozen=True)

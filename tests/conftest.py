@@ -15,6 +15,13 @@ if not torch.cuda.is_available():
 from emo_rt.config import tiny
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _reference_cache_dir(tmp_path_factory):
+    """`emo-rt render` keeps reference features on disk by default: keep the tests' out of ~/.cache."""
+    os.environ["EMO_RT_CACHE_DIR"] = str(tmp_path_factory.mktemp("reference-cache"))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -1,0 +1,59 @@
+"""`emo-rt bench`: FLOP counting (incl. CPU attention), PSNR, the JSON/PNG/table it writes, and its
+errors. No timing is asserted: timings are the benchmark's output, not its correctness."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from emo_rt.bench import bench_options, count_flops, format_table, psnr, run_bench
+from emo_rt.cli import main
+
+
+def test_count_flops_counts_matmuls_convolutions_and_cpu_attention():
+    a, b = torch.randn(3, 5), torch.randn(5, 7)
+    assert count_flops(lambda: a @ b) == 2 * 3 * 5 * 7
+    x, w = torch.randn(1, 4, 10, 10), torch.randn(6, 4, 3, 3)
+    assert count_flops(lambda: F.conv2d(x, w, padding=1)) == 2 * 6 * 4 * 9 * 10 * 10
+    q, k, v = torch.randn(2, 3, 11, 8), torch.randn(2, 3, 13, 8), torch.randn(2, 3, 13, 16)
+    # attention = Q K^T then P V: the two matmuls written out are the control
+    explicit = count_flops(lambda: torch.softmax(q @ k.transpose(-1, -2), -1) @ v)
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == explicit == 2 * 6 * 11 * 13 * (8 + 16)
+
+
+def test_psnr():
+    a = np.zeros((2, 4, 4, 3), np.uint8)
+    assert psnr(a, a) == float("inf")
+    assert psnr(a, a + 1) == pytest.approx(20 * np.log10(255), abs=1e-9)
+
+
+def test_quick_bench_writes_json_png_and_table(model_dir, tmp_path):
+    options = bench_options(True, seconds=0.32, steps=1, repeats=1, backends=("torch",))
+    result = run_bench(model_dir, options, tmp_path)
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert written["summary"]["overlap"]["sum_of_stages_s"] > 0
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(written["components_ms"]["torch"]) == {"audio_encoder_1s", "reference_net", "motion_features",
+                                                      "step_batch1", "step_batch2", "vae_decode_window",
+                                                      "video_encode_window"}
+    rows = {r["name"]: r for r in written["renders"]}
+    assert rows["torch + overlap"]["frames"] == rows["torch eager (sequential)"]["frames"] == 8
+    assert rows["torch + overlap"]["identical_to_eager"] is True  # overlap changes no frame
+    assert "identical_to_eager" not in rows["guidance off (cfg 1)"]  # other settings: not comparable
+    assert written["summary"]["eager_vs_optimised"]["optimised"] in ("torch eager (sequential)", "torch + overlap")
+    # a guided pass pair does twice the work of one pass (counted, not timed)
+    assert written["flops"]["step_batch2_gflop"] == pytest.approx(2 * written["flops"]["step_batch1_gflop"])
+    table = format_table(result)
+    assert all(name in table for name in rows) and "load average" in table
+
+
+def test_bench_without_a_model_says_how_to_get_one(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("emo_rt.pipeline.DEFAULT_MODEL_DIR", tmp_path / "nothing")
+    assert main(["bench", "--quick", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emo-rt: error: ") and "--weights" in err and "--preset tiny" in err
+    assert err.count("\n") == 1

@@ -38,7 +38,10 @@ def test_still_frames_give_constant_readings(evaluator):
     frame = np.full((1, 128, 128, 3), 120, np.uint8)
     values = evaluator.predict(np.repeat(frame, 5, axis=0))
     assert values.shape == (5, len(evaluator.config.labels))
-    assert np.ptp(values, axis=0).max() < 1e-6
+    # identical frames, identical readings up to float32 rounding: oneDNN may block a batch's rows
+    # differently, which moves a reading by a few ulp (pose in degrees ~2.5: ~1e-6 measured)
+    spread = np.ptp(values, axis=0) / (1.0 + np.abs(values).max(axis=0))
+    assert spread.max() < 1e-5, spread
 
 
 def test_any_resolution_is_read_through_the_same_crop(evaluator):

@@ -116,8 +116,11 @@ def test_failure_keeps_an_existing_output_untouched(tmp_path: Path) -> None:
 def test_ctrl_c_in_a_real_process_leaves_nothing(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
-        import sys, numpy as np
+        import signal, sys, numpy as np
         from emo_rt.io.video import VideoWriter
+        # a process started in the background by a non-interactive shell inherits SIGINT ignored;
+        # a user's Ctrl-C reaches a foreground process with Python's default handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         frame = np.zeros((128, 128, 3), np.uint8)
         with VideoWriter({str(tmp_path / "out.mp4")!r}, 25, 128, np.zeros(16000 * 600, np.float32), 16000) as v:
             for i in range(15000):  # 10 minutes: far more than the test waits for

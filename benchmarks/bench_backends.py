@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emo_rt.bench import timed
 from emo_rt.export import build_engines
 from emo_rt.export.specs import export_specs
 from emo_rt.io.image import FaceBox, prepare_reference
@@ -36,16 +36,6 @@ from emo_rt.runtime.components import TorchComponents
 from emo_rt.schedulers import noise_schedule
 
 
-def timed(fn, repeats: int, warmup: int = 2) -> float:
-    """Median seconds per call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def component_latency(model: EmoModel, ort, repeats: int) -> list[dict]:

@@ -10,23 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from emo_rt.models import EmoModel
-from emo_rt.pipeline import EmoPipeline, RenderSettings, load_inputs
+from emo_rt.pipeline import EmoPipeline, RenderSettings
 from emo_rt.runtime.components import TorchComponents
 from emo_rt.runtime.overlap import Overlapped
 from emo_rt.schedulers import noise_schedule
 
 GUIDED = RenderSettings(steps=2, cfg=2.5, seed=5)
-
-
-@pytest.fixture(scope="module")
-def model(model_dir):
-    return EmoModel.from_pretrained(model_dir)
-
-
-@pytest.fixture(scope="module")
-def inputs(portrait, speech_1s, model):
-    return load_inputs(portrait, speech_1s, model.config.resolution, model.config.fps)
 
 
 def frames_of(model, inputs, settings, frames=None):

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from emo_rt.models import EmoModel
-from emo_rt.pipeline import EmoPipeline, RenderSettings, load_inputs
+from emo_rt.pipeline import EmoPipeline, RenderSettings
 from emo_rt.runtime.components import TorchComponents
 from emo_rt.runtime.reference_cache import ReferenceCache, weights_key
 from emo_rt.schedulers import noise_schedule
@@ -28,16 +28,6 @@ class CountingReference(TorchComponents):
     def reference_features(self, latents):
         self.reference_calls += 1
         return super().reference_features(latents)
-
-
-@pytest.fixture(scope="module")
-def model(model_dir):
-    return EmoModel.from_pretrained(model_dir)
-
-
-@pytest.fixture(scope="module")
-def inputs(portrait, speech_1s, model):
-    return load_inputs(portrait, speech_1s, model.config.resolution, model.config.fps)
 
 
 def pipeline(model, model_dir, cache_dir, dtype=torch.float32):

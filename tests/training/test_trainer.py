@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -17,25 +16,10 @@ from emo_rt.models import EmoModel
 from emo_rt.training.recipe import RecipeError, load_recipe
 from emo_rt.training.stage_data import SampleStream, collate
 from emo_rt.training.stages import build_stage, stage_parameter_names
-from emo_rt.training.toy_data import ensure_toy_run, toy_recipe, write_recipe
+from emo_rt.training.toy_data import toy_recipe, write_recipe
 from emo_rt.training.trainer import (Distributed, Trainer, apply_gradient_checkpointing, initial_model, main, plan,
                                      stage_paths, train)
 
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    """Toy shards and one run through stages 0-3 (3 steps each), on one thread."""
-    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"  # also for the processes the tests start
-    try:
-        yield ensure_toy_run(tmp_path_factory.getbasetemp() / "emo_rt_toy_run")
-    finally:
-        torch.set_num_threads(threads)
-        if omp is None:
-            os.environ.pop("OMP_NUM_THREADS")
-        else:
-            os.environ["OMP_NUM_THREADS"] = omp
 
 
 def _one_line(err: Exception) -> str:

@@ -4,16 +4,14 @@ equal one process's gradients on the combined batch."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
-import pytest
 import torch
 
 from emo_rt.training.logs import read_losses
-from emo_rt.training.toy_data import ensure_toy_run, toy_recipe, write_recipe
+from emo_rt.training.toy_data import toy_recipe, write_recipe
 from emo_rt.training.trainer import Distributed, Trainer, plan, stage_paths
 
 WORKER = '''
@@ -34,32 +32,14 @@ dist.close()
 '''
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"  # also for the processes the tests start
-    try:
-        yield ensure_toy_run(tmp_path_factory.getbasetemp() / "emo_rt_toy_run")
-    finally:
-        torch.set_num_threads(threads)
-        if omp is None:
-            os.environ.pop("OMP_NUM_THREADS")
-        else:
-            os.environ["OMP_NUM_THREADS"] = omp
 
 
-def _new_run(toy, path):
-    shutil.copytree(stage_paths(toy["run"], 0).model, stage_paths(path, 0).model)
-    return path
-
-
-def test_two_ranks_match_one_process_on_the_combined_batch(toy, tmp_path):
+def test_two_ranks_match_one_process_on_the_combined_batch(toy, new_run, tmp_path):
     steps = 2
     # two processes with half of the global batch of 2 each
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
-    ddp_run = _new_run(toy, tmp_path / "ddp")
+    ddp_run = new_run(tmp_path / "ddp")
     recipe_ddp = write_recipe(tmp_path / "ddp.yaml", toy_recipe(steps=steps, batch_size=2))
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
@@ -70,7 +50,7 @@ def test_two_ranks_match_one_process_on_the_combined_batch(toy, tmp_path):
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
 
     # one process with the whole batch
-    single_run = _new_run(toy, tmp_path / "single")
+    single_run = new_run(tmp_path / "single")
     recipe_single = write_recipe(tmp_path / "single.yaml", toy_recipe(steps=steps, batch_size=2))
     grads = {}
 

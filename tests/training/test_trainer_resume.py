@@ -16,29 +16,10 @@ import torch
 
 from emo_rt.training import checkpoint as ckpt
 from emo_rt.training.logs import read_losses
-from emo_rt.training.toy_data import ensure_toy_run, toy_recipe, write_recipe
+from emo_rt.training.toy_data import toy_recipe, write_recipe
 from emo_rt.training.trainer import stage_paths, train
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"  # also for the processes the tests start
-    try:
-        yield ensure_toy_run(tmp_path_factory.getbasetemp() / "emo_rt_toy_run")
-    finally:
-        torch.set_num_threads(threads)
-        if omp is None:
-            os.environ.pop("OMP_NUM_THREADS")
-        else:
-            os.environ["OMP_NUM_THREADS"] = omp
-
-
-def _new_run(toy, path):
-    """A run directory holding the toy run's stage 0 output, ready for stage 1."""
-    shutil.copytree(stage_paths(toy["run"], 0).model, stage_paths(path, 0).model)
-    return path
 
 
 def _assert_same_curve(reference, resumed, steps):
@@ -48,13 +29,13 @@ def _assert_same_curve(reference, resumed, steps):
     np.testing.assert_allclose(got_loss, ref_loss, rtol=1e-5, atol=0)
 
 
-def test_sigkill_then_resume_continues_the_same_curve(toy, tmp_path):
+def test_sigkill_then_resume_continues_the_same_curve(toy, new_run, tmp_path):
     steps = 8
     recipe = write_recipe(tmp_path / "r.yaml", toy_recipe(steps=steps, checkpoint_every=3))
-    reference = _new_run(toy, tmp_path / "reference")
+    reference = new_run(tmp_path / "reference")
     train(recipe, 1, toy["data"], reference, progress=False)
 
-    killed = _new_run(toy, tmp_path / "killed")
+    killed = new_run(tmp_path / "killed")
     first = stage_paths(killed, 1).checkpoints / ckpt.checkpoint_name(3)
     process = subprocess.Popen(
         [sys.executable, "-m", "emo_rt.training.trainer", "--recipe", str(recipe), "--stage", "1",
@@ -74,14 +55,14 @@ def test_sigkill_then_resume_continues_the_same_curve(toy, tmp_path):
     _assert_same_curve(reference, killed, steps)
 
 
-def test_checkpoint_cut_mid_write_is_never_loaded(toy, tmp_path, monkeypatch):
+def test_checkpoint_cut_mid_write_is_never_loaded(toy, new_run, tmp_path, monkeypatch):
     steps = 6
     recipe = write_recipe(tmp_path / "r.yaml", toy_recipe(steps=steps, checkpoint_every=2, keep_checkpoints=5))
-    reference = _new_run(toy, tmp_path / "reference")
+    reference = new_run(tmp_path / "reference")
     train(recipe, 1, toy["data"], reference, progress=False)
 
     # the process dies while writing checkpoint 4: state.pt is half written, nothing was renamed
-    cut = _new_run(toy, tmp_path / "cut")
+    cut = new_run(tmp_path / "cut")
     save = torch.save
 
     def dying_save(obj, path, *args, **kwargs):

@@ -297,8 +297,10 @@ def render(image_path: str | Path, audio_path: str | Path, out_path: str | Path,
             stats.frames += len(frames)
     stats.video_seconds = stats.frames / config.fps
     stats.wall_seconds = time.perf_counter() - started
-    if preview:
-        contact_sheet(sheet, preview, label=f"{Path(image_path).name} + {Path(audio_path).name}")
+    if preview:  # the model's input crop first, then the picked frames with their times
+        labels = ["reference"] + [f"{i / config.fps:.2f} s" for i in sorted(picks)]
+        contact_sheet([inputs.reference.pixels, *sheet], preview, columns=7, frame_labels=labels,
+                      label=f"{Path(image_path).name} + {Path(audio_path).name}")
     return stats
 
 

@@ -11,6 +11,7 @@ of every stage is summarised into training.json).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -24,15 +25,22 @@ from emo_rt.models import EmoModel
 
 
 def stage_summaries(run_dir: Path) -> list[dict]:
-    """Per stage: steps, global batch, processes, median step time and wall time of its last run."""
+    """Per stage: steps, global batch, processes, median step time, and `step_seconds`: the sum of
+    the step times in its log.csv, i.e. its training time over every resumed run (a stage's
+    training.json only knows the seconds of its last run)."""
     rows = []
     for stage in range(4):
         info_path = run_dir / f"stage{stage}" / "model" / "training.json"
         if not info_path.is_file():
             continue
         info = json.loads(info_path.read_text())
-        rows.append({key: info.get(key) for key in
-                     ("stage", "steps", "global_batch", "processes", "median_step_s", "seconds_this_run")})
+        row = {key: info.get(key) for key in
+               ("stage", "steps", "global_batch", "processes", "median_step_s", "seconds_this_run")}
+        log_path = run_dir / f"stage{stage}" / "log.csv"
+        if log_path.is_file():
+            with log_path.open(newline="") as f:
+                row["step_seconds"] = round(sum(float(r["step_time_s"]) for r in csv.DictReader(f)), 1)
+        rows.append(row)
     return rows
 
 

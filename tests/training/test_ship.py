@@ -23,6 +23,9 @@ def run_dir(tmp_path_factory):
     info = {"stage": 3, "steps": 5, "global_batch": 4, "processes": 2, "median_step_s": 1.0,
             "seconds_this_run": 7.0, "recipe": {"model": "tiny"}}
     (model_dir / "training.json").write_text(json.dumps(info))
+    log = "step,loss,lr,grad_norm,step_time_s,samples_per_s\n" + "".join(
+        f"{k},0.5,1e-4,1.0,{0.5 * k},4.0\n" for k in (1, 2, 3, 4, 5))
+    (run / "stage3" / "log.csv").write_text(log)
     return run
 
 
@@ -31,7 +34,9 @@ def test_ship_writes_fp16_model_with_its_scheduler(run_dir, tmp_path):
     with safe_open(str(out / "backbone.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} == {torch.float16}
     assert noise_schedule(out)["prediction_type"] == "v_prediction"
-    assert json.loads((out / "training.json").read_text())["stages"][0]["steps"] == 5
+    stage = json.loads((out / "training.json").read_text())["stages"][0]
+    assert stage["steps"] == 5
+    assert stage["step_seconds"] == 0.5 * (1 + 2 + 3 + 4 + 5)  # from log.csv, over every resumed run
     source = EmoModel.from_pretrained(run_dir / "stage3" / "model")
     shipped = EmoModel.from_pretrained(out)
     for (name, a), (_, b) in zip(source.state_dict().items(), shipped.state_dict().items()):
@@ -47,3 +52,33 @@ def test_over_the_size_limit_leaves_nothing(run_dir, tmp_path):
 def test_unfinished_run_is_refused(tmp_path):
     with pytest.raises(EmoError, match="not a finished stage 3 model"):
         ship(tmp_path, tmp_path / "default_model")
+
+
+def test_model_card_is_written_from_the_measurements(run_dir, tmp_path):
+    from emo_rt.eval.report import ROWS
+    from emo_rt.training.model_card import main as card_main
+
+    out = ship(run_dir, tmp_path / "default_model")
+    report = {
+        "settings": {"steps": 8, "cfg": 1.0, "scheduler": "ddim", "seed": 0},
+        "data": {"clips": ["c00001"], "split": "test", "fps": 25},
+        "rows": {key: {"lip_r": r, "offset": 0, "brow_r": r / 2} for (key, _), r in zip(ROWS, (0.8, 0.95, 0.0))},
+        "drift": {"first": 0.9, "last": 0.88, "frames": 1500},
+        "speed_control": None,
+    }
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.json").write_text(json.dumps(report))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    manifest = {"generator": {"name": "emo-rt synth-data", "version": 1, "seed": 0, "num_clips": 4, "size": 256,
+                              "fps": 25, "seconds": 5.0, "speech_engine": "espeak-ng"},
+                "splits": {"train": [1, 2], "val": [3], "test": [4]}, "identities": {"a": 1, "b": 2}, "voices": {"v": 1}}
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
+    assert card_main([str(out), "--report", str(tmp_path / "report"), "--corpus", str(corpus)]) == 0
+    text = (out / "README.md").read_text()
+    assert "| model | 0.800 | +0 | 0.400 |" in text  # the eval table, from report.json
+    assert "| 3 | head speed" in text and "| 0.00 h |" in text  # 7.5 s of logged steps
+    assert "84% of the oracle" in text and "--drift-seconds 60" in text
+    assert "train/val/test 2/1/1" in text
+    assert card_main([str(out), "--report", str(tmp_path / "missing"), "--corpus", str(corpus)]) == 2
+    assert (out / "README.md").read_text() == text  # a failed run leaves the card as it was

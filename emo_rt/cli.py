@@ -39,8 +39,11 @@ def _render(args: argparse.Namespace) -> int:
         raise EmoError(f"--resolution {args.resolution}: these weights render at {pipeline.config.resolution}")
     if args.fps is not None and args.fps != pipeline.config.fps:
         raise EmoError(f"--fps {args.fps}: these weights were trained at {pipeline.config.fps} fps")
+    from emo_rt.runtime.overlap import overlap_pays
+
+    overlap = args.overlap or (not args.no_overlap and overlap_pays(getattr(pipeline.components, "device", "cpu"), torch.get_num_threads()))
     settings = RenderSettings(scheduler=args.scheduler, steps=args.steps, cfg=args.cfg, speed=speed, seed=args.seed,
-                              batch_guidance=not args.separate_guidance, overlap=not args.no_overlap)
+                              batch_guidance=not args.separate_guidance, overlap=overlap)
     stats = render(args.image, args.audio, args.output, pipeline, settings, face_box=args.face_box,
                    no_crop=args.no_crop, preview=args.preview, show_progress=not args.quiet)
     print(f"wrote {args.output}: {stats.line()} ({pipeline.components.name})")
@@ -206,8 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engines", help="engine directory from `emo-rt build-engines` (onnxruntime/tensorrt; "
                                      "--dtype float32 or float16 picks fp32 or fp16 engines)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
-    p.add_argument("--no-overlap", action="store_true",
-                   help="decode and encode each window after its denoising, not alongside the next (same frames)")
+    overlap = p.add_mutually_exclusive_group()
+    overlap.add_argument("--overlap", action="store_true",
+                         help="decode and encode each window alongside the next one's denoising (same frames); "
+                              "default: on with CUDA, on CPU only when --threads is at most half the cores")
+    overlap.add_argument("--no-overlap", action="store_true", help="never overlap (see --overlap)")
     p.add_argument("--separate-guidance", action="store_true",
                    help="guidance as two Backbone passes instead of one batch of 2 (less memory, slower)")
     p.add_argument("--reference-cache", metavar="DIR|off",
@@ -277,8 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drift-seconds", type=float, default=10.0,
                    help="length of the drift render of concatenated test audio (default 10; the issue's figure "
                         "is over 60; 0 skips it)")
-    p.add_argument("--speeds", help="comma-separated --speed values for speed control (default: the model's lowest, "
-                                    "middle and highest speed bucket)")
+    p.add_argument("--speeds", help="comma-separated --speed values for speed control (default: the lowest, middle and "
+                                    "highest speed bucket of --data, else of the model)")
     p.add_argument("--speed-seconds", type=float, default=2.0, help="audio per speed render (default 2; 0 skips)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -199,9 +199,11 @@ def _resized_reference(reference: Reference, size: int) -> Reference:
                      mask, FaceBox(0, 0, size, size), reference.face_source)
 
 
-def default_speeds(config) -> tuple[float, ...]:
-    """The lowest, middle and highest speed bucket centres the model was built with."""
-    centres = sorted(config.speed.bucket_centres)
+def default_speeds(config, data_buckets: dict | None = None) -> tuple[float, ...]:
+    """The lowest, middle and highest speed bucket centres of the evaluated data (fitted to its head
+    speeds by `emo-rt preprocess`: the range a model trained on such data has seen), else of the
+    model's config (a preset's generic buckets, which may reach speeds no clip had)."""
+    centres = sorted((data_buckets or {}).get("centres") or config.speed.bucket_centres)
     return (centres[0], centres[len(centres) // 2], centres[-1])
 
 
@@ -219,7 +221,7 @@ def evaluate(pipeline, data: HeldOutData, settings: EvalSettings = EvalSettings(
         if not 0 <= settings.reference_frame < clip.num_frames:
             raise InputError(f"--reference-frame {settings.reference_frame}: clip {clip.id} has only "
                              f"{clip.num_frames} frames")
-    speeds = tuple(settings.speeds) if settings.speeds is not None else default_speeds(pipeline.config)
+    speeds = tuple(settings.speeds) if settings.speeds is not None else default_speeds(pipeline.config, data.index.speed_buckets)
     speed_frames = int(round(settings.speed_seconds * fps)) if speeds else 0
     drift_frames = max(2 * run.window, int(round(settings.drift_seconds * fps))) if settings.drift_seconds > 0 else 0
     total = sum(c.num_frames for c in clips) + drift_frames + len(speeds) * speed_frames

@@ -11,12 +11,24 @@ the worker runs on its own stream and hands each window over with an event.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+
+def overlap_pays(device: torch.device | str, threads_per_stage: int, cores: int | None = None) -> bool:
+    """Whether denoising beside decoding can be faster than one after the other. On CUDA yes (two
+    streams). On CPU only when each stage's threads fit in half the cores: otherwise the two stages'
+    thread pools take turns on the same cores (2-core box, quiet: 2 threads each -> 1.07x slower
+    than sequential; 1 thread each -> 0.70x of the sum of the stages)."""
+    if torch.device(device).type == "cuda":
+        return True
+    cores = cores or os.cpu_count() or 1
+    return 2 * threads_per_stage <= cores
+
 
 _POLL_SECONDS = 0.1  # how often a blocked worker looks whether the consumer has gone
 

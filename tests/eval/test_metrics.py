@@ -107,3 +107,14 @@ def test_slope_of_a_line_and_of_nothing():
 def test_drift_is_the_relative_loss():
     assert metrics.drift(0.8, 0.76) == pytest.approx(0.05)
     assert metrics.drift(0.8, 0.8) == 0.0
+
+
+def test_default_speeds_come_from_the_data_then_the_model():
+    from emo_rt.config import tiny
+    from emo_rt.eval.runner import default_speeds
+
+    config = tiny()
+    data = {"centres": [0.3, 0.07, 0.5, 0.95], "radii": [0.1] * 4}
+    assert default_speeds(config, data) == (0.07, 0.5, 0.95)  # the range the corpus's clips have
+    centres = sorted(config.speed.bucket_centres)
+    assert default_speeds(config, {}) == (centres[0], centres[len(centres) // 2], centres[-1])

@@ -116,3 +116,12 @@ def test_cuda_overlap_hands_windows_over_with_events():
     with Overlapped(produce, device="cuda") as windows:
         values = [w.item() for w in windows]
     assert values == [0.0, 2.0**20, 2 * 2.0**20, 3 * 2.0**20]
+
+
+def test_overlap_pays_only_where_the_stages_get_their_own_cores():
+    from emo_rt.runtime.overlap import overlap_pays
+
+    assert overlap_pays("cuda", threads_per_stage=8, cores=2)  # streams, not cores
+    assert overlap_pays("cpu", threads_per_stage=1, cores=2)
+    assert not overlap_pays("cpu", threads_per_stage=2, cores=2)  # both pools on the same cores
+    assert overlap_pays("cpu", threads_per_stage=4, cores=16)

@@ -2,7 +2,8 @@
 manifest, the training summary `ship` wrote (steps, batch, step times per stage) and an
 `emo-rt eval` report. Written to a temporary file and renamed into place.
 
-    python -m emo_rt.training.model_card emo_rt/default_model --report REPORT_DIR --corpus corpus/synth
+    python -m emo_rt.training.model_card emo_rt/default_model --report REPORT_DIR --corpus corpus/synth \\
+        [--notes training/recipes/tiny.notes.md]
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def training_table(stages: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def card(model_dir: Path, report: dict, corpus: dict) -> str:
+def card(model_dir: Path, report: dict, corpus: dict, notes: str = "") -> str:
     config = _read_json(model_dir / "config.json", "model config")
     summary = _read_json(model_dir / "training.json", "training summary (written by ship)")
     size_mb = sum(f.stat().st_size for f in model_dir.rglob("*.safetensors")) / 2**20
@@ -112,14 +113,22 @@ def card(model_dir: Path, report: dict, corpus: dict) -> str:
         "- 128x128 output; for faces at photo quality train the `sd15` preset on real data.",
         "",
     ]
+    if notes.strip():
+        lines += [notes.strip(), ""]
     return "\n".join(lines)
 
 
-def write_card(model_dir: str | Path, report_dir: str | Path, corpus_dir: str | Path) -> Path:
+def write_card(model_dir: str | Path, report_dir: str | Path, corpus_dir: str | Path,
+               notes_path: str | Path | None = None) -> Path:
     model_dir = Path(model_dir)
+    notes = ""
+    if notes_path is not None:
+        if not Path(notes_path).is_file():
+            raise EmoError(f"notes file not found: {notes_path}")
+        notes = Path(notes_path).read_text()
     report = _read_json(Path(report_dir) / "report.json", "eval report")
     corpus = _read_json(Path(corpus_dir) / "manifest.json", "corpus manifest")
-    text = card(model_dir, report, corpus)
+    text = card(model_dir, report, corpus, notes)
     path = model_dir / "README.md"
     with atomic_output(path, "model card") as tmp:
         tmp.write_text(text)
@@ -132,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="shipped model directory, e.g. emo_rt/default_model")
     parser.add_argument("--report", required=True, help="`emo-rt eval` report folder (its report.json)")
     parser.add_argument("--corpus", required=True, help="the corpus folder (`emo-rt synth-data`; its manifest.json)")
+    parser.add_argument("--notes", help="a Markdown file appended to the card (what was seen beyond the table)")
     args = parser.parse_args(argv)
     try:
-        print(f"wrote {write_card(args.model, args.report, args.corpus)}")
+        print(f"wrote {write_card(args.model, args.report, args.corpus, args.notes)}")
     except EmoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

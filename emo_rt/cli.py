@@ -41,7 +41,8 @@ def _render(args: argparse.Namespace) -> int:
         raise EmoError(f"--fps {args.fps}: these weights were trained at {pipeline.config.fps} fps")
     from emo_rt.runtime.overlap import overlap_pays
 
-    overlap = args.overlap or (not args.no_overlap and overlap_pays(getattr(pipeline.components, "device", "cpu"), torch.get_num_threads()))
+    device = getattr(pipeline.components, "device", "cpu")
+    overlap = args.overlap or (not args.no_overlap and overlap_pays(device, torch.get_num_threads()))
     settings = RenderSettings(scheduler=args.scheduler, steps=args.steps, cfg=args.cfg, speed=speed, seed=args.seed,
                               batch_guidance=not args.separate_guidance, overlap=overlap)
     stats = render(args.image, args.audio, args.output, pipeline, settings, face_box=args.face_box,

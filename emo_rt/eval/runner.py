@@ -221,7 +221,8 @@ def evaluate(pipeline, data: HeldOutData, settings: EvalSettings = EvalSettings(
         if not 0 <= settings.reference_frame < clip.num_frames:
             raise InputError(f"--reference-frame {settings.reference_frame}: clip {clip.id} has only "
                              f"{clip.num_frames} frames")
-    speeds = tuple(settings.speeds) if settings.speeds is not None else default_speeds(pipeline.config, data.index.speed_buckets)
+    speeds = (tuple(settings.speeds) if settings.speeds is not None
+              else default_speeds(pipeline.config, data.index.speed_buckets))
     speed_frames = int(round(settings.speed_seconds * fps)) if speeds else 0
     drift_frames = max(2 * run.window, int(round(settings.drift_seconds * fps))) if settings.drift_seconds > 0 else 0
     total = sum(c.num_frames for c in clips) + drift_frames + len(speeds) * speed_frames

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+
 def overlap_pays(device: torch.device | str, threads_per_stage: int, cores: int | None = None) -> bool:
     """Whether denoising beside decoding can be faster than one after the other. On CUDA yes (two
     streams). On CPU only when each stage's threads fit in half the cores: otherwise the two stages'

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from emo_rt.errors import EmoError
+from emo_rt.errors import EmoError, exit_code
 from emo_rt.eval.report import table
 from emo_rt.io.files import atomic_output
 
@@ -143,12 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", required=True, help="the corpus folder (`emo-rt synth-data`; its manifest.json)")
     parser.add_argument("--notes", help="a Markdown file appended to the card (what was seen beyond the table)")
     args = parser.parse_args(argv)
-    try:
-        print(f"wrote {write_card(args.model, args.report, args.corpus, args.notes)}")
-    except EmoError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: print(f"wrote {write_card(args.model, args.report, args.corpus, args.notes)}"))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from emo_rt.errors import EmoError
+from emo_rt.errors import EmoError, exit_code
 from emo_rt.models import EmoModel
 
 
@@ -77,12 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-mb", type=float, default=25.0)
     parser.add_argument("--stage", type=int, default=3, help="ship this stage's model (default 3)")
     args = parser.parse_args(argv)
-    try:
-        ship(args.run, args.out, args.max_mb, args.stage)
-    except EmoError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: ship(args.run, args.out, args.max_mb, args.stage))
 
 
 if __name__ == "__main__":

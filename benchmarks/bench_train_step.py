@@ -44,7 +44,7 @@ def fake_batch(stage, model: EmoModel, batch_size: int) -> dict[str, torch.Tenso
             span = c.num_motion_frames + c.num_frames + 2 * stage.context
             sample.update(reference_latents=torch.randn(4, h, h),
                           frame_latents=torch.randn(c.num_motion_frames + c.num_frames, 4, h, h),
-                          audio_features=torch.randn(span, len(c.audio.feature_layers), c.audio.hidden_size),
+                          audio_features=torch.randn(span, c.audio.num_feature_rows, c.audio.hidden_size),
                           head_speed=torch.rand(span) * 2, zero_motion=torch.tensor(False))
         sample.update(stage.draw(torch.Generator().manual_seed(i)))
         samples.append(sample)

@@ -74,6 +74,8 @@ class AudioConfig:
     num_conv_pos_embedding_groups: int = 16
     # hidden states stacked per frame (0 = the CNN features after projection, i = layer i)
     feature_layers: tuple[int, ...] = tuple(range(1, 13))
+    # one more row after the wav2vec2 layers: per-frame pitch, voicing, loudness (models/prosody.py)
+    prosody: bool = False
     context_frames: int = 2  # m: frame t sees audio features of frames t-m..t+m
     projector_hidden: int = 512
     num_tokens: int = 32  # audio tokens per frame
@@ -82,6 +84,11 @@ class AudioConfig:
     @property
     def samples_per_feature(self) -> int:
         return math.prod(self.conv_stride)
+
+    @property
+    def num_feature_rows(self) -> int:
+        """L in the encoder's (B, F, L, D) output: the selected layers, plus the prosody row."""
+        return len(self.feature_layers) + int(self.prosody)
 
 
 @dataclass(frozen=True)

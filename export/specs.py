@@ -213,6 +213,7 @@ def export_specs(config: EmoConfig, max_audio_seconds: float = MAX_AUDIO_SECONDS
     ref_names = [f"reference_feature_{i}" for i in range(len(reference))]
     motion_names = [f"motion_feature_{j}" for j in range(len(motion))]
     num_layers, hidden = len(a.feature_layers), a.hidden_size
+    rows = a.num_feature_rows  # the projector also reads the host-side prosody row
     specs = [
         ExportSpec("vae_encoder", wrappers.VaeEncoder, ("vae",),
                    (TensorSpec("images", ("images", 3, res, res), init="uniform"),),
@@ -227,7 +228,7 @@ def export_specs(config: EmoConfig, max_audio_seconds: float = MAX_AUDIO_SECONDS
                    (TensorSpec("waveform", (1, "samples")), TensorSpec("frame_grid", ("frames",), init="zeros")),
                    (TensorSpec("audio_features", (1, "frames", num_layers, hidden)),), (samples, audio_frames)),
         ExportSpec("audio_projector", wrappers.AudioTokens, ("audio_projector",),
-                   (TensorSpec("audio_features", (1, "frames", num_layers, hidden)),),
+                   (TensorSpec("audio_features", (1, "frames", rows, hidden)),),
                    (TensorSpec("audio_tokens", (1, "frames", a.num_tokens, a.token_dim)),), (audio_window,)),
         ExportSpec("speed_encoder", wrappers.SpeedTokens, ("speed_encoder",),
                    (TensorSpec("head_speed", (1, "frames"), init="speed"),),

@@ -60,18 +60,19 @@ class DenoiseStep(nn.Module):
 
 
 class AudioFrames(nn.Module):
-    """waveform (1, S), frame_grid (F,) -> audio_features (1, F, L, D).
+    """waveform (1, S), frame_grid (F,) -> audio_features (1, F, len(feature_layers), D).
 
     The frame count is a shape, not a value: only frame_grid's length is read, so the exporter
     traces it as a symbolic dimension and TensorRT sees an ordinary dynamic axis (an int input
-    would make the interpolation size data-dependent)."""
+    would make the interpolation size data-dependent). The prosody row (no weights, FFT-based) is
+    not in the engine: the backends append it on the host."""
 
     def __init__(self, model: EmoModel):
         super().__init__()
         self.audio_encoder = model.audio_encoder
 
     def forward(self, waveform: torch.Tensor, frame_grid: torch.Tensor) -> tuple[torch.Tensor]:
-        return (self.audio_encoder(waveform, frame_grid.shape[0]),)
+        return (self.audio_encoder.wav2vec2_features(waveform, frame_grid.shape[0]),)
 
 
 class AudioTokens(PartCall):

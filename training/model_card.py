@@ -55,6 +55,14 @@ def card(model_dir: Path, report: dict, corpus: dict, notes: str = "") -> str:
     settings, data = report["settings"], report["data"]
     model_row, oracle_row = report["rows"]["model"], report["rows"]["oracle"]
     resolution = config.get("resolution", "?")
+    run_dir = Path(summary.get("source", "runs/tiny/stage3/model")).parent.parent
+    if config.get("audio", {}).get("prosody"):
+        audio_limit = ("- The audio encoder is the tiny preset's wav2vec2 at its seeded random init, kept frozen: it "
+                       "carries loudness (the mouth follows it) but little pitch, so a weightless prosody row (F0 in "
+                       "semitones from the voiced median, voicing, loudness) is stacked beside it for the brows.")
+    else:
+        audio_limit = ("- The audio encoder is the tiny preset's wav2vec2 at its seeded random init, kept frozen: it "
+                       "carries loudness well (the mouth follows it) and pitch poorly (brow raise follows the voice less).")
     lines = [
         "# emo-rt default model",
         "",
@@ -75,7 +83,7 @@ def card(model_dir: Path, report: dict, corpus: dict, notes: str = "") -> str:
         "## Training",
         "",
         "Each stage ran as `OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 -m emo_rt.training.trainer "
-        "--recipe training/recipes/tiny.yaml --stage K --data corpus/shards --out runs/tiny --resume` on the "
+        f"--recipe training/recipes/tiny.yaml --stage K --data corpus/shards --out {run_dir} --resume` on the "
         "project's 2-core CPU machine (AMD EPYC, AVX2, no GPU), shared with other work; training time is the sum of "
         "the logged step times over every resumed run (start-up, previews and checkpoints not included).",
         "",
@@ -108,8 +116,7 @@ def card(model_dir: Path, report: dict, corpus: dict, notes: str = "") -> str:
         "## Limits",
         "",
         "- It has only seen our synthetic cartoon faces: real photographs are out of its distribution.",
-        "- The audio encoder is the tiny preset's wav2vec2 at its seeded random init, kept frozen: it carries "
-        "loudness well (the mouth follows it) and pitch poorly (brow raise follows the voice less).",
+        audio_limit,
         "- 128x128 output; for faces at photo quality train the `sd15` preset on real data.",
         "",
     ]

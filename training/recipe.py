@@ -54,18 +54,22 @@ class DiffusionRecipe:
 
 @dataclass(frozen=True)
 class LossRecipe:
-    """Per-pixel loss weight 1 + face_weight * face + mouth_weight * (lower half of the face box).
+    """Per-pixel loss weight 1 + face_weight * face + mouth_weight * (lower half of the face box)
+    + brow_weight * (upper half).
 
-    The face mask is the clip's face box; its lower half holds the mouth, which otherwise drowns in
-    the rest of the image (CALIBRATION.md). Each sample's loss is normalised by its weight sum.
+    The face mask is the clip's face box; its lower half holds the mouth, its upper half the brows,
+    small features that otherwise drown in the rest of the image (CALIBRATION.md). Each sample's
+    loss is normalised by its weight sum.
     """
 
     face_weight: float = 1.0
     mouth_weight: float = 3.0
+    brow_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _non_negative("face_weight", self.face_weight)
         _non_negative("mouth_weight", self.mouth_weight)
+        _non_negative("brow_weight", self.brow_weight)
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def scheduler_from(recipe: Recipe) -> DDPMScheduler:
 # ---- loss weighting -------------------------------------------------------------------------------
 def loss_weight_map(face_mask: torch.Tensor, size: int, loss: LossRecipe) -> torch.Tensor:
     """face_mask (B, 1, R, R) -> (B, 1, size, size): 1 + face_weight * face + mouth_weight * lower
-    half of the face box, averaged over each output cell."""
+    half + brow_weight * upper half of the face box, averaged over each output cell."""
     rows = face_mask.amax(dim=-1)  # (B, 1, R): rows that hold face
     r = face_mask.shape[-2]
     index = torch.arange(r, device=face_mask.device, dtype=face_mask.dtype)
@@ -86,7 +86,8 @@ def loss_weight_map(face_mask: torch.Tensor, size: int, loss: LossRecipe) -> tor
     bottom = torch.where(rows > 0, index, torch.full_like(index, -1)).amax(-1)
     middle = (top + bottom + 1) / 2
     lower = face_mask * (index[:, None] >= middle[..., None, None])  # (B, 1, R, R)
-    weight = 1 + loss.face_weight * face_mask + loss.mouth_weight * lower
+    upper = face_mask - lower
+    weight = 1 + loss.face_weight * face_mask + loss.mouth_weight * lower + loss.brow_weight * upper
     return F.adaptive_avg_pool2d(weight, size) if size != r else weight
 
 

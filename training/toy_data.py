@@ -70,7 +70,8 @@ def write_toy_shards(out_dir: str | Path, num_clips: int = 4, num_frames: int = 
 
 
 # a tiny model at test scale: the tiny preset at 64x64 pixels (8x8 latents), 2 frames + 1 motion frame
-TOY_MODEL_OVERRIDES = {"resolution": 64, "num_frames": 2, "num_motion_frames": 1}
+# prosody as in the shipped recipe, so toy runs cache and train the prosody row too
+TOY_MODEL_OVERRIDES = {"resolution": 64, "num_frames": 2, "num_motion_frames": 1, "audio": {"prosody": True}}
 
 
 def toy_recipe(steps: int = 3, batch_size: int = 2, **changes) -> dict:

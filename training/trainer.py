@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader
 from emo_rt.config import EmoConfig
 from emo_rt.errors import EmoError
 from emo_rt.models import EmoModel
+from emo_rt.models.emo import load_part
 from emo_rt.models.weights import import_animatediff, import_sd15_unet, zero_init_new_branches
 from emo_rt.training import checkpoint as ckpt
 from emo_rt.training.command import add_arguments
@@ -231,10 +232,7 @@ def initial_model(plan: Plan, console: Console) -> EmoModel:
     torch.manual_seed(recipe.seed)
     config = recipe.model_config()
     if plan.start_model is not None:
-        model = EmoModel.from_pretrained(plan.start_model)
-        if _without_scaling(model.config) != _without_scaling(config):
-            raise TrainingError(f"{plan.start_model} does not have the recipe's model config "
-                                f"({recipe.model} with its model_overrides)")
+        model = start_model(plan.start_model, config, stage, console)
     else:
         model = EmoModel(config)
     if stage == 1:
@@ -247,6 +245,50 @@ def initial_model(plan: Plan, console: Console) -> EmoModel:
     if stage == 2 and recipe.init.animatediff is not None:
         console.print(import_animatediff(model, recipe.init.animatediff).summary())
     return model
+
+
+# Config fields that shape only parts no stage before the named one trains: a stage may start from
+# a model that differs from the recipe in them (a recipe that adds the prosody row or refits the
+# speed buckets reuses the finished stages 0-1). Parts they reshape start from their seeded init.
+FIRST_TRAINED_IN = {"audio.prosody": 2, "speed.bucket_centres": 3, "speed.bucket_radii": 3}
+_RESHAPES = {"audio.prosody": "audio_projector"}
+
+
+def config_changes(saved: EmoConfig, wanted: EmoConfig) -> list[str]:
+    """Dotted names of the fields that differ, the VAE's fitted scaling factor aside."""
+    a, b = _flat(_without_scaling(saved)), _flat(_without_scaling(wanted))
+    return [name for name in a if a[name] != b[name]]
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def start_model(directory: Path, config: EmoConfig, stage: int, console: Console) -> EmoModel:
+    """The previous stage's model, adopting the recipe's config where FIRST_TRAINED_IN allows."""
+    saved = EmoConfig.load(directory)
+    changes = config_changes(saved, config)
+    if not changes:
+        return EmoModel.from_pretrained(directory)
+    refused = [c for c in changes if FIRST_TRAINED_IN.get(c, -1) < stage]
+    if refused:
+        raise TrainingError(f"{directory} does not have the recipe's model config ({', '.join(refused)} "
+                            "differ, and earlier stages trained what they shape)")
+    fresh = {_RESHAPES[c] for c in changes if c in _RESHAPES}
+    config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, scaling_factor=saved.vae.scaling_factor))
+    model = EmoModel(config)
+    for part in EmoModel.PARTS:
+        if part not in fresh:
+            load_part(getattr(model, part), directory / f"{part}.safetensors")
+    reinit = f"; re-initialised: {', '.join(sorted(fresh))}" if fresh else ""
+    console.print(f"stage {stage} adopts the recipe's {', '.join(changes)}{reinit}")
+    return model.eval()
 
 
 def _without_scaling(config: EmoConfig) -> dict:

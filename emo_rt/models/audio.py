@@ -1,7 +1,7 @@
 """Audio path: wav2vec2 features (transformers' Wav2Vec2Model) -> per-frame audio tokens.
 
 AudioEncoder: waveform (B, samples) at 16 kHz -> selected hidden states interpolated to the video
-frame rate, (B, F, L, D). AudioProjector: stacks the features of frames t-m..t+m for every frame
+frame rate, plus the prosody row when `config.prosody` (models/prosody.py), (B, F, L, D). AudioProjector: stacks the features of frames t-m..t+m for every frame
 (edge frames repeat the first/last) and maps them to T tokens per frame, (B, F, T, D_tok).
 """
 
@@ -13,6 +13,7 @@ from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from emo_rt.config import AudioConfig
+from emo_rt.models.prosody import prosody_row
 
 
 def wav2vec2_config(config: AudioConfig) -> Wav2Vec2Config:
@@ -28,7 +29,7 @@ def wav2vec2_config(config: AudioConfig) -> Wav2Vec2Config:
 
 
 class AudioEncoder(nn.Module):
-    """(B, samples) waveform -> (B, F, L, D): L selected hidden layers at F video frames."""
+    """(B, samples) waveform -> (B, F, L, D): L selected hidden layers (+ prosody) at F video frames."""
 
     def __init__(self, config: AudioConfig):
         super().__init__()
@@ -38,6 +39,17 @@ class AudioEncoder(nn.Module):
         self.wav2vec2 = Wav2Vec2Model(wav2vec2_config(config))
 
     def forward(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
+        features = self.wav2vec2_features(waveform, num_frames)
+        if not self.config.prosody:
+            return features
+        return torch.cat([features, self.prosody(waveform, num_frames)], dim=2)
+
+    def prosody(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """(B, samples) -> (B, F, 1, D): pitch, voicing, loudness (no weights; host-side in engines)."""
+        return prosody_row(waveform, num_frames, self.config.sample_rate, self.config.hidden_size)
+
+    def wav2vec2_features(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """(B, samples) -> (B, F, len(feature_layers), D): what the exported engine computes."""
         # wav2vec2 expects zero-mean unit-variance input (its feature extractor's normalisation)
         waveform = (waveform - waveform.mean(-1, keepdim=True)) / (waveform.std(-1, keepdim=True) + 1e-7)
         out = self.wav2vec2(waveform, output_hidden_states=True)
@@ -63,7 +75,7 @@ class AudioProjector(nn.Module):
     def __init__(self, config: AudioConfig):
         super().__init__()
         self.config = config
-        window = (2 * config.context_frames + 1) * len(config.feature_layers) * config.hidden_size
+        window = (2 * config.context_frames + 1) * config.num_feature_rows * config.hidden_size
         self.proj = nn.Sequential(
             nn.Linear(window, config.projector_hidden), nn.SiLU(),
             nn.Linear(config.projector_hidden, config.projector_hidden), nn.SiLU(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -11,14 +12,15 @@ import torch
 from rich.console import Console
 
 import emo_rt.training
+from emo_rt.config import EmoConfig
 from emo_rt.errors import EmoError
 from emo_rt.models import EmoModel
-from emo_rt.training.recipe import RecipeError, load_recipe
+from emo_rt.training.recipe import LossRecipe, RecipeError, load_recipe
 from emo_rt.training.stage_data import SampleStream, collate
-from emo_rt.training.stages import build_stage, stage_parameter_names
+from emo_rt.training.stages import build_stage, loss_weight_map, stage_parameter_names
 from emo_rt.training.toy_data import toy_recipe, write_recipe
-from emo_rt.training.trainer import (Distributed, Trainer, apply_gradient_checkpointing, initial_model, main, plan,
-                                     stage_paths, train)
+from emo_rt.training.trainer import (Distributed, Trainer, TrainingError, apply_gradient_checkpointing, initial_model,
+                                     main, plan, stage_paths, start_model, train)
 
 
 
@@ -149,6 +151,45 @@ def test_stage1_starts_inert_and_stage0_sets_the_scaling_factor(toy):
     with torch.no_grad():
         latents = stage0.encode_images(torch.rand(4, 3, 64, 64) * 2 - 1)
     assert 0.3 < float(latents.std()) < 3.0
+
+
+def test_a_stage_adopts_only_config_fields_no_earlier_stage_trained(toy):
+    """From stage 1's toy model, stage 2 may toggle the prosody row and move the speed buckets (the
+    audio projector is re-initialised, every trained part loads); stage 3 may move the buckets but
+    not toggle the row (stage 2 trained the projector), and no stage may change the UNet."""
+    directory = stage_paths(toy["run"], 1).model
+    saved = EmoConfig.load(directory)
+    assert saved.audio.prosody  # the toy recipe has the row, as the shipped one
+    buckets = dict(bucket_centres=tuple(c + 0.01 for c in saved.speed.bucket_centres))
+    wanted = dataclasses.replace(saved, audio=dataclasses.replace(saved.audio, prosody=False),
+                                 speed=dataclasses.replace(saved.speed, **buckets))
+    quiet = Console(quiet=True)
+    adopted = start_model(directory, wanted, 2, quiet)
+    before = EmoModel.from_pretrained(directory)
+    assert not adopted.config.audio.prosody and adopted.config.speed.bucket_centres == buckets["bucket_centres"]
+    assert adopted.config.vae.scaling_factor == saved.vae.scaling_factor  # stage 0's fit is kept
+    for part in ("backbone", "reference_net", "vae", "face_locator", "audio_encoder", "speed_encoder"):
+        a, b = getattr(adopted, part).state_dict(), getattr(before, part).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    projector = adopted.audio_projector.proj[0].weight.shape[1]
+    assert projector == before.audio_projector.proj[0].weight.shape[1] * 2 // 3  # 3 rows -> 2 rows
+
+    assert start_model(directory, dataclasses.replace(saved, speed=wanted.speed), 3, quiet).config.speed == wanted.speed
+    with pytest.raises(TrainingError, match="audio.prosody differ"):
+        start_model(directory, wanted, 3, quiet)
+    wider = dataclasses.replace(saved, unet=dataclasses.replace(saved.unet, num_attention_heads=1))
+    with pytest.raises(TrainingError, match="unet.num_attention_heads differ"):
+        start_model(directory, wider, 2, quiet)
+
+
+def test_loss_weights_the_face_box_halves():
+    """An 8-row face box in a 16x16 mask: background 1, upper half 1 + face + brow, lower half
+    1 + face + mouth."""
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 4:12, 4:12] = 1
+    weight = loss_weight_map(mask, 16, LossRecipe(face_weight=1.0, mouth_weight=3.0, brow_weight=1.5))[0, 0]
+    assert weight[0, 0] == 1 and weight[4:8, 4:12].eq(3.5).all() and weight[8:12, 4:12].eq(5).all()
+    assert loss_weight_map(mask, 16, LossRecipe())[0, 0, 4:8, 4:12].eq(2).all()  # brow_weight defaults to 0
 
 
 # ---- overfitting one fixed batch --------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from emo_rt.config import EmoConfig
+from emo_rt.models.prosody import prosody_row
 from emo_rt.runtime.backends.manifest import EngineRecord
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64}
@@ -51,7 +52,12 @@ class EngineComponents:
     # ---- the Components interface ---------------------------------------------------------------
     def encode_audio(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
         # only the length of frame_grid is read (export/wrappers.AudioFrames)
-        return self.run("audio_encoder", waveform=waveform, frame_grid=torch.zeros(num_frames))[0]
+        features = self.run("audio_encoder", waveform=waveform, frame_grid=torch.zeros(num_frames))[0]
+        if not self.config.audio.prosody:
+            return features
+        row = prosody_row(waveform.float().cpu(), num_frames, self.config.audio.sample_rate,
+                          self.config.audio.hidden_size)  # weightless, on the host
+        return torch.cat([features, row.to(features.device, features.dtype)], dim=2)
 
     def project_audio(self, features: torch.Tensor) -> torch.Tensor:
         return self.run("audio_projector", audio_features=features)[0]

@@ -14,16 +14,15 @@ import torch
 
 from emo_rt.eval import metrics
 from emo_rt.eval.data import HeldOutData
-from emo_rt.eval.evaluator import Evaluator
+from emo_rt.eval.evaluator import Evaluator, to_tensor
 from emo_rt.models import EmoModel
 from emo_rt.pipeline import DEFAULT_MODEL_DIR
 
 
 def round_trip(model: EmoModel, frames: np.ndarray) -> np.ndarray:
     """uint8 (N, R, R, 3) -> the same frames through the VAE, uint8."""
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
-        y = model.decode_latents(model.encode_images(x)).clamp(-1, 1)
+        y = model.decode_latents(model.encode_images(to_tensor(frames))).clamp(-1, 1)
     return ((y + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 

@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="preprocessed shards (`emo-rt preprocess`) of a synthetic corpus")
     p.add_argument("--corpus", required=True, help="that corpus's folder (`emo-rt synth-data`): the ground truth "
                                                    "is in its clips/<id>.json sidecars")
-    p.add_argument("--out", required=True, help="report folder: report.json, report.md, mouth.png")
+    p.add_argument("--out", required=True, help="report folder: report.json, report.md, curves.png")
     p.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     p.add_argument("--engines", help="engine directory from `emo-rt build-engines` (onnxruntime/tensorrt)")

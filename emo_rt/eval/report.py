@@ -1,5 +1,5 @@
-"""Writes an evaluation report: report.json (everything), report.md (the table) and mouth.png
-(generated vs true mouth opening over time), each to a temporary file renamed into place."""
+"""Writes an evaluation report: report.json (everything), report.md (the table) and curves.png
+(generated vs true mouth opening and brow raise over time), each to a temporary file renamed into place."""
 
 from __future__ import annotations
 
@@ -94,16 +94,19 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     curves = report["curves"]
-    fig, axes = plt.subplots(len(curves), 1, figsize=(10, 2.6 * len(curves)), squeeze=False)
-    for ax, curve, per_clip in zip(axes[:, 0], curves, report["rows"]["model"]["per_clip"]):
+    panels = [("", "lip_r", "mouth opening")] + ([("brow_", "brow_r", "brow raise")] if "brow_true" in curves[0] else [])
+    fig, axes = plt.subplots(len(curves), len(panels), figsize=(10 * len(panels), 2.6 * len(curves)), squeeze=False)
+    for row, curve, per_clip in zip(axes, curves, report["rows"]["model"]["per_clip"]):
         t = np.arange(len(curve["true"])) / report["data"]["fps"]
-        ax.plot(t, curve["true"], color="black", lw=1.5, label="true")
-        ax.plot(t, curve["oracle"], color="grey", lw=1, ls="--", label="evaluator on the real video")
-        ax.plot(t, curve["model"], color="tab:red", lw=1.2, label=f"generated (r {per_clip['lip_r']:.2f})")
-        ax.set_title(f"{curve['clip']}: mouth opening", fontsize=9)
-        ax.set_ylabel("opening")
-        ax.legend(fontsize=7, loc="upper right")
-    axes[-1, 0].set_xlabel("seconds")
+        for ax, (key, score, label) in zip(row, panels):
+            ax.plot(t, curve[key + "true"], color="black", lw=1.5, label="true")
+            ax.plot(t, curve[key + "oracle"], color="grey", lw=1, ls="--", label="evaluator on the real video")
+            ax.plot(t, curve[key + "model"], color="tab:red", lw=1.2, label=f"generated (r {per_clip[score]:.2f})")
+            ax.set_title(f"{curve['clip']}: {label}", fontsize=9)
+            ax.set_ylabel(label.split()[-1])
+            ax.legend(fontsize=7, loc="upper right")
+    for ax in axes[-1]:
+        ax.set_xlabel("seconds")
     fig.tight_layout()
     with atomic_output(path, "plot") as tmp:
         fig.savefig(tmp, format="png", dpi=90)
@@ -126,7 +129,7 @@ def check_out_dir(out_dir: str | Path) -> Path:
 
 def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
     out = check_out_dir(out_dir)
-    paths = {"json": out / "report.json", "md": out / "report.md", "png": out / "mouth.png"}
+    paths = {"json": out / "report.json", "md": out / "report.md", "png": out / "curves.png"}
     with atomic_output(paths["json"], "report") as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n")
     with atomic_output(paths["md"], "report") as tmp:

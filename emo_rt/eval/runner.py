@@ -272,7 +272,9 @@ def evaluate(pipeline, data: HeldOutData, settings: EvalSettings = EvalSettings(
         "oracle_speed": oracle_speed,
         "evaluator": evaluator_figures,
         "curves": [{"clip": c.id, "true": c.truth["mouth_open"].tolist(), "model": m.mouth.tolist(),
-                    "oracle": o.mouth.tolist()} for c, m, o in zip(clips, model_scores, oracle_scores)],
+                    "oracle": o.mouth.tolist(), "brow_true": c.truth["brow_raise"].tolist(),
+                    "brow_model": m.brow.tolist(), "brow_oracle": o.brow.tolist()}
+                   for c, m, o in zip(clips, model_scores, oracle_scores)],
         "timings": {"renders": run.timings, "render_seconds": round(sum(t["seconds"] for t in run.timings), 1),
                     "rendered_frames": sum(t["frames"] for t in run.timings),
                     "total_seconds": round(time.perf_counter() - started, 1)},

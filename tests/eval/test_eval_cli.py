@@ -25,12 +25,13 @@ def test_eval_writes_the_report(small_corpus, tiny_model_dir, tmp_path, capsys):
     assert "| model |" in printed and "wrote" in printed
     report = json.loads((out / "report.json").read_text())
     md = (out / "report.md").read_text()
-    assert (out / "mouth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(f"| {name}" in md for name in ("model", "oracle", "floor"))
 
     rows = report["rows"]
     assert report["data"]["frames"] == [25]
-    assert len(report["curves"][0]["model"]) == 25
+    curve = report["curves"][0]
+    assert all(len(curve[k]) == 25 for k in ("true", "model", "oracle", "brow_true", "brow_model", "brow_oracle"))
     # the oracle is the evaluator on the real video; the floor a still reference
     assert rows["oracle"]["lip_r"] >= 0.8
     assert rows["floor"]["lip_r"] == 0.0 and rows["floor"]["offset"] is None

@@ -94,7 +94,7 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     curves = report["curves"]
-    panels = [("", "lip_r", "mouth opening")] + ([("brow_", "brow_r", "brow raise")] if "brow_true" in curves[0] else [])
+    panels = [("", "lip_r", "mouth opening"), ("brow_", "brow_r", "brow raise")]  # (curve key prefix, score, title)
     fig, axes = plt.subplots(len(curves), len(panels), figsize=(10 * len(panels), 2.6 * len(curves)), squeeze=False)
     for row, curve, per_clip in zip(axes, curves, report["rows"]["model"]["per_clip"]):
         t = np.arange(len(curve["true"])) / report["data"]["fps"]

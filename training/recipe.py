@@ -92,10 +92,13 @@ class StageRecipe:
     log_every: int = 10  # progress bar refresh (the CSV gets every step; loss.png at checkpoints)
     sample_every: int = 500  # contact sheet of denoised samples; 0 = only at the end
     num_workers: int = 0  # DataLoader workers per process
+    brow_weight: float | None = None  # replaces loss.brow_weight in this stage (None: keep it)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
             _positive(name, getattr(self, name))
+        if self.brow_weight is not None:
+            _non_negative("brow_weight", self.brow_weight)
         for name in ("warmup_steps", "grad_clip", "weight_decay", "sample_every", "num_workers"):
             _non_negative(name, getattr(self, name))
         _positive("lr", self.lr)
@@ -172,6 +175,11 @@ class Recipe:
         if section is None:
             raise RecipeError(f"this recipe has no stage{number} section")
         return section
+
+    def loss_for(self, number: int) -> LossRecipe:
+        """`loss` with stage `number`'s own brow_weight, where it sets one."""
+        brow_weight = self.stage(number).brow_weight
+        return self.loss if brow_weight is None else dataclasses.replace(self.loss, brow_weight=brow_weight)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -110,6 +110,7 @@ class Stage(nn.Module):
         self.model = model
         self.recipe = recipe
         self.stage_recipe = recipe.stage(self.number)
+        self.loss_recipe = recipe.loss_for(self.number)
         self.autocast_dtype = torch.bfloat16 if self.stage_recipe.precision == "bf16" else None
 
     def parameter_names(self) -> list[str]:
@@ -158,7 +159,7 @@ class VAEStage(Stage):
             posterior = self.model.vae.encode(images).latent_dist
             z = posterior.mean + posterior.std * batch["posterior_noise"]
             reconstruction = self.model.vae.decode(z).sample
-        weight = loss_weight_map(mask, images.shape[-1], self.recipe.loss)
+        weight = loss_weight_map(mask, images.shape[-1], self.loss_recipe)
         rec = weighted_mean((reconstruction.float() - images).abs(), weight)
         # KL summed over latent elements per image pixel: LDM's kl_weight scale (1e-6)
         kl = posterior.kl().float().mean() / (images[0].numel())
@@ -221,7 +222,7 @@ class _DenoiseStage(Stage):
             target = self.scheduler.get_velocity(latents, noise, t)
         with self.autocast(latents.device):
             prediction = self.model.backbone(noisy, t, **self.conditions(batch, train=True))
-        weight = loss_weight_map(batch["face_mask"], latents.shape[-1], self.recipe.loss)[:, :, None]
+        weight = loss_weight_map(batch["face_mask"], latents.shape[-1], self.loss_recipe)[:, :, None]
         loss = weighted_mean((prediction.float() - target).square(), weight)
         return loss, {}
 

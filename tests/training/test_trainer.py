@@ -15,7 +15,7 @@ import emo_rt.training
 from emo_rt.config import EmoConfig
 from emo_rt.errors import EmoError
 from emo_rt.models import EmoModel
-from emo_rt.training.recipe import LossRecipe, RecipeError, load_recipe
+from emo_rt.training.recipe import LossRecipe, RecipeError, load_recipe, recipe_from_dict
 from emo_rt.training.stage_data import SampleStream, collate
 from emo_rt.training.stages import build_stage, loss_weight_map, stage_parameter_names
 from emo_rt.training.toy_data import toy_recipe, write_recipe
@@ -50,6 +50,7 @@ def test_shipped_recipes_load():
     (lambda r: r["diffusion"].update(prediction_type="x0"), "prediction_type must be one of"),
     (lambda r: r["model_overrides"].update(resolutoin=64), "model_overrides: unknown key 'resolutoin'"),
     (lambda r: r["stage0"].update(betas=[0.9]), "stage0.betas: expected a list of 2 values"),
+    (lambda r: r["stage2"].update(brow_weight=-1.0), "stage2: brow_weight must be"),
 ])
 def test_bad_recipe_is_one_clear_line(tmp_path, change, expected):
     data = toy_recipe()
@@ -190,6 +191,19 @@ def test_loss_weights_the_face_box_halves():
     weight = loss_weight_map(mask, 16, LossRecipe(face_weight=1.0, mouth_weight=3.0, brow_weight=1.5))[0, 0]
     assert weight[0, 0] == 1 and weight[4:8, 4:12].eq(3.5).all() and weight[8:12, 4:12].eq(5).all()
     assert loss_weight_map(mask, 16, LossRecipe())[0, 0, 4:8, 4:12].eq(2).all()  # brow_weight defaults to 0
+
+
+def test_a_stage_can_replace_the_brow_weight(toy):
+    """tiny.yaml weights the brows 6 in stages 2-3 only; the stage module uses its own weight."""
+    recipe = load_recipe(RECIPES / "tiny.yaml")
+    assert [recipe.loss_for(k).brow_weight for k in (0, 1, 2, 3)] == [1.5, 1.5, 6.0, 6.0]
+    assert recipe.loss_for(2).mouth_weight == recipe.loss.mouth_weight
+    data = toy_recipe()
+    data["stage2"]["brow_weight"] = 4.0
+    toy_stages = recipe_from_dict(data)
+    model = EmoModel(toy_stages.model_config())
+    assert build_stage(2, model, toy_stages).loss_recipe.brow_weight == 4.0
+    assert build_stage(1, model, toy_stages).loss_recipe.brow_weight == toy_stages.loss.brow_weight
 
 
 # ---- overfitting one fixed batch --------------------------------------------------------------

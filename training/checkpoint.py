@@ -1,6 +1,7 @@
 """Training checkpoints: a model directory plus the state to continue exactly, committed atomically.
 
-Layout: CHECKPOINTS/step-00001000/{model/, state.pt, manifest.json}. A checkpoint is written into
+Layout: CHECKPOINTS/step-00001000/{model/, state.pt, manifest.json}. `model/` holds the raw (not EMA)
+weights and, from stage 1 on, `scheduler/`, so it renders as it is (`--weights`). A checkpoint is written into
 `.step-00001000.partial/`, `manifest.json` (every file's size) last, fsynced, then renamed into
 place; a directory with a missing or disagreeing manifest is never loaded, the one before it is.
 `state.pt` holds only tensors and plain containers and is read with `torch.load(weights_only=True)`.
@@ -14,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from emo_rt.models import EmoModel
 
@@ -34,9 +36,10 @@ def _fsync(path: Path) -> None:
 
 
 def save_checkpoint(directory: str | Path, step: int, model: EmoModel, state: dict, keep: int,
-                    meta: dict | None = None) -> Path:
+                    meta: dict | None = None, scheduler: SchedulerMixin | None = None) -> Path:
     """Write checkpoint `step` atomically, then delete all but the newest `keep` checkpoints.
-    `meta` (plain JSON) goes into manifest.json, readable without loading the state."""
+    `meta` (plain JSON) goes into manifest.json, readable without loading the state; `scheduler` (the
+    training noise schedule) into model/scheduler/."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / checkpoint_name(step)
@@ -44,6 +47,8 @@ def save_checkpoint(directory: str | Path, step: int, model: EmoModel, state: di
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     model.save_pretrained(partial / "model")
+    if scheduler is not None:
+        scheduler.save_pretrained(partial / "model" / "scheduler")
     torch.save(state, partial / "state.pt")
     files = sorted(p for p in partial.rglob("*") if p.is_file())
     manifest = {"step": step, **(meta or {}),

@@ -543,7 +543,8 @@ class Trainer:
                                  "data": {"seed": self.recipe.seed, "global_batch": global_batch,
                                           "next_position": done * global_batch}}  # in SampleStream order
                         ckpt.save_checkpoint(p.paths.checkpoints, done, model, state, r.keep_checkpoints,
-                                             meta={"recipe": recipe_fingerprint(self.recipe, p.stage)})
+                                             meta={"recipe": recipe_fingerprint(self.recipe, p.stage)},
+                                             scheduler=getattr(stage, "scheduler", None))
                     dist.barrier()
                 if dist.main and r.sample_every and done % r.sample_every == 0 and done != r.steps:
                     self._preview(stage, preview_batch, done)

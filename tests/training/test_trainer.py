@@ -194,14 +194,14 @@ def test_loss_weights_the_face_box_halves():
     assert loss_weight_map(mask, 16, LossRecipe())[0, 0, 4:8, 4:12].eq(2).all()  # brow_weight defaults to 0
 
 
-def test_a_stage_can_replace_the_brow_weight(toy):
-    """tiny.yaml weights the brows 6 in stages 2-3 only; the stage module uses its own weight."""
-    recipe = load_recipe(RECIPES / "tiny.yaml")
-    assert [recipe.loss_for(k).brow_weight for k in (0, 1, 2, 3)] == [1.5, 1.5, 6.0, 6.0]
-    assert recipe.loss_for(2).mouth_weight == recipe.loss.mouth_weight
+def test_a_stage_can_replace_the_brow_weight():
+    """A stage's brow_weight replaces loss.brow_weight in that stage only (the rest of `loss` kept)."""
     data = toy_recipe()
+    data["loss"] = {"brow_weight": 1.5}
     data["stage2"]["brow_weight"] = 4.0
     toy_stages = recipe_from_dict(data)
+    assert [toy_stages.loss_for(k).brow_weight for k in (0, 1, 2, 3)] == [1.5, 1.5, 4.0, 1.5]
+    assert toy_stages.loss_for(2).mouth_weight == toy_stages.loss.mouth_weight
     model = EmoModel(toy_stages.model_config())
     assert build_stage(2, model, toy_stages).loss_recipe.brow_weight == 4.0
     assert build_stage(1, model, toy_stages).loss_recipe.brow_weight == toy_stages.loss.brow_weight

@@ -76,10 +76,18 @@ class AudioConfig:
     feature_layers: tuple[int, ...] = tuple(range(1, 13))
     # one more row after the wav2vec2 layers: per-frame pitch, voicing, loudness (models/prosody.py)
     prosody: bool = False
+    # > 0 (needs prosody): one more row, the pitch rise held with this decay per frame (models/prosody.py)
+    prosody_hold: float = 0.0
     context_frames: int = 2  # m: frame t sees audio features of frames t-m..t+m
     projector_hidden: int = 512
     num_tokens: int = 32  # audio tokens per frame
     token_dim: int = 768  # audio cross-attention context dim
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.prosody_hold < 1:
+            raise ValueError(f"audio.prosody_hold is a per-frame decay in [0, 1), got {self.prosody_hold}")
+        if self.prosody_hold > 0 and not self.prosody:
+            raise ValueError("audio.prosody_hold needs audio.prosody (the held pitch comes from the prosody row)")
 
     @property
     def samples_per_feature(self) -> int:
@@ -87,8 +95,12 @@ class AudioConfig:
 
     @property
     def num_feature_rows(self) -> int:
-        """L in the encoder's (B, F, L, D) output: the selected layers, plus the prosody row."""
-        return len(self.feature_layers) + int(self.prosody)
+        """L in the encoder's (B, F, L, D) output: the selected layers, plus the prosody rows."""
+        return len(self.feature_layers) + self.num_prosody_rows
+
+    @property
+    def num_prosody_rows(self) -> int:
+        return int(self.prosody) + int(self.prosody and self.prosody_hold > 0)
 
 
 @dataclass(frozen=True)

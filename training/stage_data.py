@@ -115,7 +115,8 @@ def latent_cache_dir(data_dir: str | Path, model: EmoModel) -> Path:
 
 def audio_cache_dir(data_dir: str | Path, model: EmoModel) -> Path:
     return cache_dir(data_dir, "audio", model.audio_encoder, {"fps": model.config.fps,
-                                                            "prosody": model.config.audio.prosody})
+                                                            "prosody": model.config.audio.prosody,
+                                                            "prosody_hold": model.config.audio.prosody_hold})
 
 
 def is_complete(directory: Path) -> bool:

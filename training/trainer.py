@@ -36,12 +36,14 @@ import torch
 import torch.distributed as torch_dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from emo_rt.config import EmoConfig
 from emo_rt.errors import EmoError
 from emo_rt.models import EmoModel
+from emo_rt.models.audio import grow_projector_rows
 from emo_rt.models.emo import load_part
 from emo_rt.models.weights import import_animatediff, import_sd15_unet, zero_init_new_branches
 from emo_rt.training import checkpoint as ckpt
@@ -250,8 +252,10 @@ def initial_model(plan: Plan, console: Console) -> EmoModel:
 # Config fields that shape only parts no stage before the named one trains: a stage may start from
 # a model that differs from the recipe in them (a recipe that adds the prosody row or refits the
 # speed buckets reuses the finished stages 0-1). Parts they reshape start from their seeded init.
-FIRST_TRAINED_IN = {"audio.prosody": 2, "speed.bucket_centres": 3, "speed.bucket_radii": 3}
+FIRST_TRAINED_IN = {"audio.prosody": 2, "audio.prosody_hold": 2, "speed.bucket_centres": 3,
+                    "speed.bucket_radii": 3}
 _RESHAPES = {"audio.prosody": "audio_projector"}
+_GROWS = {"audio.prosody_hold": "audio_projector"}  # keep the weights, new inputs read as zero
 
 
 def config_changes(saved: EmoConfig, wanted: EmoConfig) -> list[str]:
@@ -281,12 +285,18 @@ def start_model(directory: Path, config: EmoConfig, stage: int, console: Console
         raise TrainingError(f"{directory} does not have the recipe's model config ({', '.join(refused)} "
                             "differ, and earlier stages trained what they shape)")
     fresh = {_RESHAPES[c] for c in changes if c in _RESHAPES}
+    grown = {_GROWS[c] for c in changes if c in _GROWS} - fresh
     config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, scaling_factor=saved.vae.scaling_factor))
     model = EmoModel(config)
     for part in EmoModel.PARTS:
-        if part not in fresh:
-            load_part(getattr(model, part), directory / f"{part}.safetensors")
+        path = directory / f"{part}.safetensors"
+        if part in grown:  # only the audio projector grows (_GROWS)
+            state = grow_projector_rows(load_file(str(path)), config.audio, saved.audio.num_feature_rows)
+            model.audio_projector.load_state_dict(state)
+        elif part not in fresh:
+            load_part(getattr(model, part), path)
     reinit = f"; re-initialised: {', '.join(sorted(fresh))}" if fresh else ""
+    reinit += f"; grown (new inputs zero): {', '.join(sorted(grown))}" if grown else ""
     console.print(f"stage {stage} adopts the recipe's {', '.join(changes)}{reinit}")
     return model.eval()
 

@@ -1,7 +1,7 @@
 """Audio path: wav2vec2 features (transformers' Wav2Vec2Model) -> per-frame audio tokens.
 
 AudioEncoder: waveform (B, samples) at 16 kHz -> selected hidden states interpolated to the video
-frame rate, plus the prosody row when `config.prosody` (models/prosody.py), (B, F, L, D). AudioProjector: stacks the features of frames t-m..t+m for every frame
+frame rate, plus the prosody row(s) when `config.prosody` (models/prosody.py), (B, F, L, D). AudioProjector: stacks the features of frames t-m..t+m for every frame
 (edge frames repeat the first/last) and maps them to T tokens per frame, (B, F, T, D_tok).
 """
 
@@ -45,8 +45,10 @@ class AudioEncoder(nn.Module):
         return torch.cat([features, self.prosody(waveform, num_frames)], dim=2)
 
     def prosody(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """(B, samples) -> (B, F, 1, D): pitch, voicing, loudness (no weights; host-side in engines)."""
-        return prosody_row(waveform, num_frames, self.config.sample_rate, self.config.hidden_size)
+        """(B, samples) -> (B, F, R, D): pitch, voicing, loudness (+ the held pitch rise); no weights,
+        host-side in engines."""
+        return prosody_row(waveform, num_frames, self.config.sample_rate, self.config.hidden_size,
+                           self.config.prosody_hold)
 
     def wav2vec2_features(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
         """(B, samples) -> (B, F, len(feature_layers), D): what the exported engine computes."""
@@ -88,3 +90,15 @@ class AudioProjector(nn.Module):
         windows = context_windows(frame_features, self.config.context_frames).reshape(b, f, -1)
         tokens = self.proj(windows).reshape(b, f, self.config.num_tokens, self.config.token_dim)
         return self.norm(tokens)
+
+
+def grow_projector_rows(state: dict[str, torch.Tensor], config: AudioConfig, old_rows: int) -> dict[str, torch.Tensor]:
+    """An AudioProjector state dict made for `old_rows` feature rows -> one for `config`'s rows, the
+    new rows (appended after the old ones) read through zero weights: the grown projector gives the
+    same tokens as before until training moves those weights."""
+    key = "proj.0.weight"
+    hidden, window = config.projector_hidden, 2 * config.context_frames + 1
+    old = state[key].reshape(hidden, window, old_rows, config.hidden_size)
+    grown = old.new_zeros(hidden, window, config.num_feature_rows, config.hidden_size)
+    grown[:, :, :old_rows] = old
+    return {**state, key: grown.reshape(hidden, -1)}

@@ -184,6 +184,28 @@ def test_a_stage_adopts_only_config_fields_no_earlier_stage_trained(toy):
         start_model(directory, wider, 2, quiet)
 
 
+
+def test_stage2_grows_the_projector_for_the_held_pitch_row(toy):
+    """Adding the held-pitch row keeps every trained weight: the grown projector reads the new row
+    through zero weights, so its tokens equal the saved projector's for any value of that row."""
+    directory = stage_paths(toy["run"], 1).model
+    saved = EmoConfig.load(directory)
+    wanted = dataclasses.replace(saved, audio=dataclasses.replace(saved.audio, prosody_hold=0.82))
+    quiet = Console(quiet=True)
+    grown = start_model(directory, wanted, 2, quiet)
+    before = EmoModel.from_pretrained(directory)
+    assert grown.config.audio.num_feature_rows == saved.audio.num_feature_rows + 1
+    old = torch.randn(2, 7, saved.audio.num_feature_rows, saved.audio.hidden_size)
+    new_row = torch.randn(2, 7, 1, saved.audio.hidden_size) * 5
+    with torch.no_grad():
+        assert torch.allclose(grown.audio_projector(torch.cat([old, new_row], dim=2)),
+                              before.audio_projector(old), atol=1e-6)
+        assert not torch.allclose(grown.audio_projector(torch.cat([old, new_row], dim=2)),
+                                  before.audio_projector(torch.cat([old[:, :, :-1], new_row], dim=2)), atol=1e-3)
+    with pytest.raises(TrainingError, match="audio.prosody_hold differ"):
+        start_model(directory, wanted, 3, quiet)  # stage 2 trains the projector: too late at 3
+
+
 def test_loss_weights_the_face_box_halves():
     """An 8-row face box in a 16x16 mask: background 1, upper half 1 + face + brow, lower half
     1 + face + mouth."""

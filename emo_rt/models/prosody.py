@@ -105,5 +105,9 @@ def prosody_row(waveform: torch.Tensor, num_frames: int, sample_rate: int, width
     rows = [fourier_encode(values, width)]
     if hold > 0:
         held = held_pitch_rise(values[..., 0], values[..., 1], hold)[..., None]  # (B, F, 1)
-        rows.append(F.pad(fourier_encode(held, 3 * NUM_VALUES), (0, width - 3 * NUM_VALUES)))
+        # one value, so its 9 encoded values repeat across the row: as many projector inputs as a
+        # full row has, which lets a zero-initialised row (trainer.py _GROWS) learn as fast as the others
+        encoded = fourier_encode(held, 3 * NUM_VALUES)
+        copies = width // encoded.shape[-1]
+        rows.append(F.pad(encoded.repeat(1, 1, copies), (0, width - copies * encoded.shape[-1])))
     return torch.stack(rows, dim=2).to(waveform.dtype)

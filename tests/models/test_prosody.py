@@ -97,7 +97,8 @@ def test_hold_adds_a_second_row_that_follows_a_pitch_accent(tiny_config):
     rows = prosody_row(wave[None], frames, SR, audio.hidden_size, audio.prosody_hold)  # (1, F, 2, D)
     assert rows.shape == (1, frames, 2, audio.hidden_size)
     assert torch.equal(rows[:, :, :1], prosody_row(wave[None], frames, SR, audio.hidden_size))
-    held = rows[0, :, 1, 0]  # the encoded value itself comes first
+    held = rows[0, :, 1, 0]  # the encoded value itself comes first, and repeats every 9 channels
+    assert torch.equal(rows[0, :, 1, 9:18], rows[0, :, 1, :9]) and rows[0, :, 1, 63:].abs().max() == 0
     assert held[3:22].abs().max() == 0 and (held[28:33] > 0.95).all()
     after = held[38:48]  # released: 0.82 per frame
     assert torch.allclose(after[1:] / after[:-1], torch.full((9,), 0.82), atol=1e-4)

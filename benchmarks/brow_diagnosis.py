@@ -3,7 +3,7 @@ the model's render of the same audio (bottom row), with the reference taken from
 are raised, and the true brow raise of each shown frame printed.
 
     python benchmarks/brow_diagnosis.py [--weights DIR] [--clip 4] [--reference-frame 12] \
-        [--frames 0 12 20 40 52 60] [--out docs/img/brow_diagnosis.png]
+        [--frames 0 12 20 40 52 60] [--split test] [--out docs/img/brow_diagnosis.png]
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="model directory (default: the shipped model)")
     parser.add_argument("--data", default="corpus/shards")
     parser.add_argument("--corpus", default="corpus/synth")
-    parser.add_argument("--clip", type=int, default=4, help="index into the test split (4: c00112)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--clip", type=int, default=4, help="index into the split (test 4: c00112)")
     parser.add_argument("--reference-frame", type=int, default=12)
     parser.add_argument("--frames", type=int, nargs="+", default=[0, 12, 20, 40, 52, 60])
     parser.add_argument("--steps", type=int, default=8)
@@ -35,7 +36,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     data = HeldOutData(args.data, args.corpus)
-    clip = data.load(list(data.entries("test"))[args.clip])
+    clip = data.load(list(data.entries(args.split))[args.clip])
     length = max(args.frames) + 1
     samples_per_frame = clip.audio.size // clip.num_frames
     pipe = EmoPipeline.from_pretrained(args.weights)

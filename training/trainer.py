@@ -284,15 +284,20 @@ def start_model(directory: Path, config: EmoConfig, stage: int, console: Console
     if refused:
         raise TrainingError(f"{directory} does not have the recipe's model config ({', '.join(refused)} "
                             "differ, and earlier stages trained what they shape)")
+    more_rows = config.audio.num_feature_rows > saved.audio.num_feature_rows
     fresh = {_RESHAPES[c] for c in changes if c in _RESHAPES}
-    grown = {_GROWS[c] for c in changes if c in _GROWS} - fresh
+    fresh |= {_GROWS[c] for c in changes if c in _GROWS and not more_rows}
+    grown = {_GROWS[c] for c in changes if c in _GROWS} - fresh  # dropping the row re-initialises
     config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, scaling_factor=saved.vae.scaling_factor))
     model = EmoModel(config)
     for part in EmoModel.PARTS:
         path = directory / f"{part}.safetensors"
         if part in grown:  # only the audio projector grows (_GROWS)
-            state = grow_projector_rows(load_file(str(path)), config.audio, saved.audio.num_feature_rows)
-            model.audio_projector.load_state_dict(state)
+            try:
+                state = load_file(str(path))
+            except Exception as err:  # safetensors raises its own error types for corrupt headers
+                raise TrainingError(f"{path} is not a readable safetensors file: {err}") from None
+            model.audio_projector.load_state_dict(grow_projector_rows(state, config.audio, saved.audio.num_feature_rows))
         elif part not in fresh:
             load_part(getattr(model, part), path)
     reinit = f"; re-initialised: {', '.join(sorted(fresh))}" if fresh else ""

@@ -185,7 +185,7 @@ def test_a_stage_adopts_only_config_fields_no_earlier_stage_trained(toy):
 
 
 
-def test_stage2_grows_the_projector_for_the_held_pitch_row(toy):
+def test_stage2_grows_the_projector_for_the_held_pitch_row(toy, tmp_path):
     """Adding the held-pitch row keeps every trained weight: the grown projector reads the new row
     through zero weights, so its tokens equal the saved projector's for any value of that row."""
     directory = stage_paths(toy["run"], 1).model
@@ -204,6 +204,10 @@ def test_stage2_grows_the_projector_for_the_held_pitch_row(toy):
                                   before.audio_projector(torch.cat([old[:, :, :-1], new_row], dim=2)), atol=1e-3)
     with pytest.raises(TrainingError, match="audio.prosody_hold differ"):
         start_model(directory, wanted, 3, quiet)  # stage 2 trains the projector: too late at 3
+    grown_dir = grown.save_pretrained(tmp_path / "grown")
+    dropped = start_model(grown_dir, saved, 2, quiet)  # removing the row again re-initialises the projector
+    assert dropped.audio_projector.proj[0].weight.shape == before.audio_projector.proj[0].weight.shape
+    assert not torch.equal(dropped.audio_projector.proj[0].weight, before.audio_projector.proj[0].weight)
 
 
 def test_loss_weights_the_face_box_halves():

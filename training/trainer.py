@@ -36,7 +36,6 @@ import torch
 import torch.distributed as torch_dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
@@ -293,11 +292,8 @@ def start_model(directory: Path, config: EmoConfig, stage: int, console: Console
     for part in EmoModel.PARTS:
         path = directory / f"{part}.safetensors"
         if part in grown:  # only the audio projector grows (_GROWS)
-            try:
-                state = load_file(str(path))
-            except Exception as err:  # safetensors raises its own error types for corrupt headers
-                raise TrainingError(f"{path} is not a readable safetensors file: {err}") from None
-            model.audio_projector.load_state_dict(grow_projector_rows(state, config.audio, saved.audio.num_feature_rows))
+            load_part(model.audio_projector, path,
+                      adapt=lambda state: grow_projector_rows(state, config.audio, saved.audio.num_feature_rows))
         elif part not in fresh:
             load_part(getattr(model, part), path)
     reinit = f"; re-initialised: {', '.join(sorted(fresh))}" if fresh else ""

@@ -7,6 +7,7 @@ A model directory is `config.json` (EmoConfig) beside one `<part>.safetensors` p
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -78,12 +79,16 @@ class EmoModel(nn.Module):
         return model.to(device=device, dtype=dtype).eval()
 
 
-def load_part(module: nn.Module, path: Path) -> None:
-    """Load one safetensors file strictly into `module`, with one-line errors for mismatches."""
+def load_part(module: nn.Module, path: Path,
+              adapt: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> None:
+    """Load one safetensors file strictly into `module`, with one-line errors for mismatches;
+    `adapt` maps the file's state dict first (a part grown since it was saved)."""
     try:
         state = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for corrupt headers
         raise WeightsError(f"{path} is not a readable safetensors file: {err}") from None
+    if adapt is not None:
+        state = adapt(state)
     own = module.state_dict()
     unexpected = sorted(set(state) - set(own))
     absent = sorted(set(own) - set(state))

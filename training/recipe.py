@@ -93,6 +93,7 @@ class StageRecipe:
     sample_every: int = 500  # contact sheet of denoised samples; 0 = only at the end
     num_workers: int = 0  # DataLoader workers per process
     brow_weight: float | None = None  # replaces loss.brow_weight in this stage (None: keep it)
+    train_backbone: bool = False  # stages 2-3: also train the Backbone's 2D layers (stage 1's share)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
@@ -161,6 +162,11 @@ class Recipe:
     def __post_init__(self) -> None:
         _choice("model", self.model, tuple(PRESETS))
         self.model_config()  # overrides are checked now, not when a stage starts
+        for number in (0, 1):
+            section = getattr(self, f"stage{number}")
+            if section is not None and section.train_backbone:
+                raise ValueError(f"stage{number}.train_backbone: only stages 2-3 can add the Backbone's "
+                                 "2D layers (stage 1 trains them anyway)")
 
     def model_config(self) -> EmoConfig:
         """The preset with `model_overrides` applied."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,7 @@ def test_shipped_recipes_load():
     (lambda r: r["model_overrides"].update(resolutoin=64), "model_overrides: unknown key 'resolutoin'"),
     (lambda r: r["stage0"].update(betas=[0.9]), "stage0.betas: expected a list of 2 values"),
     (lambda r: r["stage2"].update(brow_weight=-1.0), "stage2: brow_weight must be"),
+    (lambda r: r["stage1"].update(train_backbone=True), "stage1.train_backbone: only stages 2-3"),
 ])
 def test_bad_recipe_is_one_clear_line(tmp_path, change, expected):
     data = toy_recipe()
@@ -141,6 +143,28 @@ def test_stage_changes_exactly_its_parameters(toy, stage):
         assert any(re.search(pattern, name) for name in changed), f"stage {stage} did not train {pattern}"
     for pattern in NEVER[stage]:
         assert not any(re.search(pattern, name) for name in changed), f"stage {stage} changed {pattern}"
+
+
+def test_train_backbone_adds_the_2d_layers_to_a_clip_stage(toy, tmp_path):
+    """stage2.train_backbone: stage 2 also moves the Backbone's 2D layers (resnets, spatial
+    attention, conv_in), still never the frozen ReferenceNet, VAE or FaceLocator."""
+    data = toy_recipe(steps=2)
+    data["stage2"]["train_backbone"] = True
+    recipe = write_recipe(tmp_path / "r.yaml", data)
+    run = tmp_path / "run"
+    shutil.copytree(stage_paths(toy["run"], 1).model, stage_paths(run, 1).model)
+    train(recipe, 2, toy["data"], run, progress=False)
+    before = EmoModel.from_pretrained(stage_paths(run, 1).model).state_dict()
+    after = EmoModel.from_pretrained(stage_paths(run, 2).model).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    for pattern in GROUPS[2] + [r"^backbone\.conv_in\.", r"resnets", r"\.attentions\.\d+\.transformer_blocks\.0\.attn1\."]:
+        assert any(re.search(pattern, name) for name in changed), pattern
+    for pattern in ["speed_", "reference_net.", "vae.", "face_locator.", "audio_encoder."]:
+        assert not any(re.search(pattern, name) for name in changed), pattern
+    end = EmoModel.from_pretrained(stage_paths(run, 2).model)
+    assert set(stage_parameter_names(end, 2)) < set(stage_parameter_names(end, 2, train_backbone=True))
+    with pytest.raises(ValueError, match="stages 2-3"):
+        stage_parameter_names(end, 1, train_backbone=True)
 
 
 def test_stage1_starts_inert_and_stage0_sets_the_scaling_factor(toy):

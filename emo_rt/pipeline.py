@@ -37,6 +37,7 @@ from emo_rt.runtime.reference_cache import ReferenceCache
 from emo_rt.schedulers import make_scheduler, noise_schedule
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+GUIDES = ("all", "audio")  # RenderSettings.guide: the conditions guidance takes away
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,16 @@ class RenderSettings:
     scheduler: str = "ddim"
     steps: int = 40
     cfg: float = 3.5  # guidance on reference + audio; 1.0 = one Backbone pass per step
+    guide: str = "all"  # what the unconditional pass drops: "all" (reference + audio) or "audio"
     speed: float | None = None  # constant head speed (deg/frame); None = the middle bucket
     seed: int = 0
     audio_chunk_seconds: float = 30.0  # the audio encoder sees at most this much at once
     batch_guidance: bool = True  # guidance's (conditional, unconditional) pair as one batch of 2, or two passes
     overlap: bool = True  # denoise window k+1 while window k is decoded and encoded (same frames)
+
+    def __post_init__(self) -> None:
+        if self.guide not in GUIDES:
+            raise InputError(f"guide {self.guide!r}: choose one of {', '.join(GUIDES)}")
 
 
 @dataclass
@@ -197,7 +203,12 @@ class EmoPipeline:
         num_windows = math.ceil(total / f)
         motion_latents = torch.zeros(1, 4, n, h, h, device=device)  # first window: zero maps
         ref_features, face_latents = ref["features"], ref["face_latents"]
-        null_ref = null_reference_features(ref_features) if guided else None
+        if not guided:
+            null_ref = None
+        elif settings.guide == "all":
+            null_ref = null_reference_features(ref_features)
+        else:  # "audio": the unconditional pass keeps the reference, so guidance amplifies only the audio
+            null_ref = ref_features
         if guided and settings.batch_guidance:  # (conditional, unconditional) as one batch, built once
             pair_ref = [torch.cat([x, z]) for x, z in zip(ref_features, null_ref)]
             pair_face = face_latents.expand(2, -1, -1, -1)

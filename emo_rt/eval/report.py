@@ -47,7 +47,7 @@ def markdown(report: dict) -> str:
         "",
         f"Model: `{report.get('weights', '?')}` ({report.get('backend', 'torch')}); {len(d['clips'])} {d['split']} "
         f"clip(s) of `{d['shards']}` ({', '.join(d['clips'])}; {sum(d['frames'])} frames), ground truth from "
-        f"`{d['corpus']}`; {s['scheduler']} {s['steps']} steps, cfg {s['cfg']}, seed {s['seed']}, reference = "
+        f"`{d['corpus']}`; {s['scheduler']} {s['steps']} steps, cfg {s['cfg']}{' (audio only)' if s.get('guide') == 'audio' else ''}, seed {s['seed']}, reference = "
         f"frame {s['reference_frame']} of each clip.",
         "",
         table(report),

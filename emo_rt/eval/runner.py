@@ -35,6 +35,7 @@ class EvalSettings:
     scheduler: str = "ddim"
     steps: int = 8
     cfg: float = 1.0
+    guide: str = "all"  # RenderSettings.guide
     seed: int = 0
     reference_frame: int = 0  # the clip frame used as the reference portrait
     drift_seconds: float = 10.0  # 0: no drift render (the figure is over 60 s)
@@ -43,6 +44,8 @@ class EvalSettings:
     max_lag: int = 5  # best audio-video offset searched in +/- this many frames
 
     def __post_init__(self) -> None:
+        from emo_rt.pipeline import GUIDES
+
         checks = [
             (self.clips >= 1, f"--clips {self.clips}: render at least one clip"),
             (self.steps >= 1, f"--steps {self.steps}: give at least one denoising step"),
@@ -51,6 +54,7 @@ class EvalSettings:
             (self.speed_seconds >= 0, f"--speed-seconds {self.speed_seconds}: give 0 (skip) or a positive length"),
             (self.speeds is None or all(v >= 0 for v in self.speeds), f"--speeds {self.speeds}: speeds are >= 0"),
             (self.max_lag >= 0, f"max_lag {self.max_lag} must be >= 0"),
+            (self.guide in GUIDES, f"--guide {self.guide}: choose one of {', '.join(GUIDES)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -165,7 +169,7 @@ class Evaluation:
             raise InputError(f"the model runs at {self.fps} fps / {self.rate} Hz, the data at {data.index.fps} fps / "
                              f"{data.index.sample_rate} Hz")
         self.render_settings = RenderSettings(scheduler=settings.scheduler, steps=settings.steps, cfg=settings.cfg,
-                                              seed=settings.seed)
+                                              guide=settings.guide, seed=settings.seed)
         self.window = config.num_frames
         self.timings: list[dict] = []
 

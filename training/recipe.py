@@ -135,6 +135,9 @@ class DenoiseStageRecipe(StageRecipe):
     audio_dropout: float = 0.05  # stages 2-3
     zero_motion_prob: float = 0.1  # stages 2-3: a clip's first window, with zero motion latents
     sample_steps: int = 20  # DDIM steps for the contact sheet
+    # start from this model directory instead of the previous stage's output (a continuation; a
+    # model already trained through this stage keeps its weights: no stage-1 re-initialisation)
+    start_from: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

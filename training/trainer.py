@@ -140,6 +140,7 @@ def plan(recipe_path: str | Path, stage: int, data_dir: str | Path, out_dir: str
     paths = stage_paths(out_dir, stage)
 
     start_model = None
+    start_from = getattr(stage_recipe, "start_from", None)
     if stage == 0 and recipe.model != "tiny":
         raise TrainingError("stage 0 trains the tiny VAE only; sd15 recipes use SD's VAE (init.vae)")
     if stage == 0 and stage_recipe.crop:
@@ -147,7 +148,11 @@ def plan(recipe_path: str | Path, stage: int, data_dir: str | Path, out_dir: str
         if stage_recipe.crop % config.vae.downsample_factor or stage_recipe.crop > config.resolution:
             raise TrainingError(f"stage0.crop must be a multiple of {config.vae.downsample_factor} and at most "
                                 f"{config.resolution}, got {stage_recipe.crop}")
-    if stage >= 1 and not (stage == 1 and recipe.init.vae is not None):  # sd15 stage 1: SD's VAE, no stage 0
+    if start_from is not None:
+        start_model = Path(start_from)
+        if not is_model_dir(start_model):
+            raise TrainingError(f"stage{stage}.start_from: {start_model} is not a model directory")
+    elif stage >= 1 and not (stage == 1 and recipe.init.vae is not None):  # sd15 stage 1: SD's VAE, no stage 0
         start_model = stage_paths(out_dir, stage - 1).model
         if not is_model_dir(start_model):
             if stage == 1 and recipe.stage0 is None:
@@ -236,7 +241,7 @@ def initial_model(plan: Plan, console: Console) -> EmoModel:
         model = start_model(plan.start_model, config, stage, console)
     else:
         model = EmoModel(config)
-    if stage == 1:
+    if stage == 1 and trained_through(plan.start_model) < 1:  # a stage-1 continuation keeps its branches
         if recipe.init.vae is not None:  # sd15: SD's VAE instead of a stage 0
             _import_vae(model, Path(recipe.init.vae))
         if recipe.init.sd15_unet is not None:
@@ -246,6 +251,14 @@ def initial_model(plan: Plan, console: Console) -> EmoModel:
     if stage == 2 and recipe.init.animatediff is not None:
         console.print(import_animatediff(model, recipe.init.animatediff).summary())
     return model
+
+
+def trained_through(directory: Path | None) -> int:
+    """The last stage that trained the model in `directory` (its training.json), -1 if none did."""
+    info = directory / "training.json" if directory is not None else None
+    if info is None or not info.is_file():
+        return -1
+    return int(json.loads(info.read_text()).get("stage", -1))
 
 
 # Config fields that shape only parts no stage before the named one trains: a stage may start from

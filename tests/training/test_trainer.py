@@ -167,6 +167,26 @@ def test_train_backbone_adds_the_2d_layers_to_a_clip_stage(toy, tmp_path):
         stage_parameter_names(end, 1, train_backbone=True)
 
 
+def test_start_from_continues_a_finished_stage(toy, tmp_path):
+    """stage1.start_from a finished stage-1 model: the stage starts from exactly those weights (no
+    zeroed FaceLocator output, no inert temporal re-initialisation), in a run without a stage 0;
+    a start_from that is not a model directory is one line before any work."""
+    finished = stage_paths(toy["run"], 1).model
+    data = toy_recipe()
+    data["stage1"]["start_from"] = str(finished)
+    recipe = write_recipe(tmp_path / "r.yaml", data)
+    run = tmp_path / "run"
+    start = initial_model(plan(recipe, 1, toy["data"], run, resume=False), Console(quiet=True))
+    before = EmoModel.from_pretrained(finished).state_dict()
+    assert all(torch.equal(before[k], v) for k, v in start.state_dict().items())
+    assert start.face_locator.conv_out.weight.any()  # a fresh stage 1 zeroes it
+    data["stage1"]["start_from"] = str(tmp_path / "nowhere")
+    with pytest.raises(TrainingError) as err:
+        train(write_recipe(tmp_path / "bad.yaml", data), 1, toy["data"], run, progress=False)
+    assert "stage1.start_from" in _one_line(err.value) and "not a model directory" in str(err.value)
+    assert not run.exists()
+
+
 def test_stage1_starts_inert_and_stage0_sets_the_scaling_factor(toy):
     start = initial_model(plan(toy["recipe"], 1, toy["data"], toy["run"], resume=True), Console(quiet=True))
     for name, param in start.backbone.named_parameters():

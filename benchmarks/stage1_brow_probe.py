@@ -23,21 +23,19 @@ from emo_rt.eval.data import EvalClip, HeldOutData
 from emo_rt.eval.evaluator import Evaluator, to_tensor
 from emo_rt.models import EmoModel
 from emo_rt.schedulers import noise_schedule
+from emo_rt.training.recipe import DenoiseStageRecipe, Recipe
+from emo_rt.training.stages import FrameStage
 
 
 @torch.no_grad()
 def stage1_conditions(model: EmoModel, clip: EvalClip, batch: int) -> dict:
-    """What stage 1 gives the Backbone for `batch` target frames of `clip` (reference = frame 0)."""
-    c = model.config
+    """What stage 1 (FrameStage) gives the Backbone for `batch` target frames of `clip`, with its
+    frame 0 as the reference and no dropout."""
+    recipe = Recipe(model="tiny", stage1=DenoiseStageRecipe(steps=1, batch_size=1, lr=1.0))  # only for its shapes
     reference = model.encode_images(to_tensor(clip.frames[:1]))  # (1, 4, h, w)
-    features = [f.expand(batch, *f.shape[1:]) for f in model.reference_net.reference_features(reference)]
-    probe = model.reference_net.motion_features(reference[:, None])  # shapes of the (empty) motion input
-    mask = torch.from_numpy(clip.face_mask[None, None].astype(np.float32)).expand(batch, -1, -1, -1)
-    return {"reference_features": features,
-            "motion_features": [reference.new_zeros(batch, 0, *p.shape[2:]) for p in probe],
-            "audio_tokens": reference.new_zeros(batch, 1, c.audio.num_tokens, c.audio.token_dim),
-            "speed_tokens": reference.new_zeros(batch, 1, c.speed.num_tokens, c.speed.token_dim),
-            "face_latents": model.face_locator(mask)}
+    mask = torch.from_numpy(clip.face_mask[None, None].astype(np.float32))  # (1, 1, R, R)
+    inputs = {"reference_latents": reference.expand(batch, -1, -1, -1), "face_mask": mask.expand(batch, -1, -1, -1)}
+    return FrameStage(model, recipe).conditions(inputs, train=False)
 
 
 @torch.no_grad()

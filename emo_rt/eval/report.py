@@ -42,12 +42,13 @@ def table(report: dict) -> str:
 def markdown(report: dict) -> str:
     s, d, t = report["settings"], report["data"], report["timings"]
     model = report["rows"]["model"]
+    guide = " (audio only)" if s.get("guide") == "audio" else ""
     lines = [
         "# emo-rt eval",
         "",
         f"Model: `{report.get('weights', '?')}` ({report.get('backend', 'torch')}); {len(d['clips'])} {d['split']} "
         f"clip(s) of `{d['shards']}` ({', '.join(d['clips'])}; {sum(d['frames'])} frames), ground truth from "
-        f"`{d['corpus']}`; {s['scheduler']} {s['steps']} steps, cfg {s['cfg']}{' (audio only)' if s.get('guide') == 'audio' else ''}, seed {s['seed']}, reference = "
+        f"`{d['corpus']}`; {s['scheduler']} {s['steps']} steps, cfg {s['cfg']}{guide}, seed {s['seed']}, reference = "
         f"frame {s['reference_frame']} of each clip.",
         "",
         table(report),

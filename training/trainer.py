@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -238,7 +239,8 @@ def initial_model(plan: Plan, console: Console) -> EmoModel:
     torch.manual_seed(recipe.seed)
     config = recipe.model_config()
     if plan.start_model is not None:
-        model = start_model(plan.start_model, config, stage, console)
+        model = start_model(plan.start_model, config, stage, console,
+                            trains_2d=stage == 1 or recipe.stage(stage).train_backbone)
     else:
         model = EmoModel(config)
     if stage == 1 and trained_through(plan.start_model) < 1:  # a stage-1 continuation keeps its branches
@@ -268,6 +270,10 @@ FIRST_TRAINED_IN = {"audio.prosody": 2, "audio.prosody_hold": 2, "speed.bucket_c
                     "speed.bucket_radii": 3}
 _RESHAPES = {"audio.prosody": "audio_projector"}
 _GROWS = {"audio.prosody_hold": "audio_projector"}  # keep the weights, new inputs read as zero
+# Spatial attention added at more resolution levels: a stage that trains the Backbone's 2D layers
+# (stage 1, or stage 2-3 with train_backbone) may start from a model without it. The new spatial
+# transformers start as the identity (proj_out zero), so the grown model computes what the saved one did.
+_ADDS_LAYERS = "unet.attention_levels"
 
 
 def config_changes(saved: EmoConfig, wanted: EmoConfig) -> list[str]:
@@ -286,13 +292,18 @@ def _flat(data: dict, prefix: str = "") -> dict:
     return out
 
 
-def start_model(directory: Path, config: EmoConfig, stage: int, console: Console) -> EmoModel:
-    """The previous stage's model, adopting the recipe's config where FIRST_TRAINED_IN allows."""
+def start_model(directory: Path, config: EmoConfig, stage: int, console: Console,
+                trains_2d: bool = False) -> EmoModel:
+    """The previous stage's model, adopting the recipe's config where FIRST_TRAINED_IN allows
+    (and, when the stage trains the Backbone's 2D layers, spatial attention at more levels)."""
     saved = EmoConfig.load(directory)
     changes = config_changes(saved, config)
     if not changes:
         return EmoModel.from_pretrained(directory)
-    refused = [c for c in changes if FIRST_TRAINED_IN.get(c, -1) < stage]
+    adds_attention = _ADDS_LAYERS in changes and trains_2d and _only_adds_levels(
+        saved.unet.attention_levels, config.unet.attention_levels)
+    refused = [c for c in changes if FIRST_TRAINED_IN.get(c, -1) < stage and not (
+        c == _ADDS_LAYERS and adds_attention)]
     if refused:
         raise TrainingError(f"{directory} does not have the recipe's model config ({', '.join(refused)} "
                             "differ, and earlier stages trained what they shape)")
@@ -307,12 +318,33 @@ def start_model(directory: Path, config: EmoConfig, stage: int, console: Console
         if part in grown:  # only the audio projector grows (_GROWS)
             load_part(model.audio_projector, path,
                       adapt=lambda state: grow_projector_rows(state, config.audio, saved.audio.num_feature_rows))
+        elif part in ("backbone", "reference_net") and adds_attention:
+            load_part(getattr(model, part), path, adapt=lambda state, part=part: with_identity_attention(
+                getattr(model, part), state))
         elif part not in fresh:
             load_part(getattr(model, part), path)
     reinit = f"; re-initialised: {', '.join(sorted(fresh))}" if fresh else ""
+    reinit += "; new spatial attention starts as the identity" if adds_attention else ""
     reinit += f"; grown (new inputs zero): {', '.join(sorted(grown))}" if grown else ""
     console.print(f"stage {stage} adopts the recipe's {', '.join(changes)}{reinit}")
     return model.eval()
+
+
+def _only_adds_levels(saved: list[bool], wanted: list[bool]) -> bool:
+    return len(saved) == len(wanted) and all(w or not s for s, w in zip(saved, wanted))
+
+
+def with_identity_attention(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` plus the spatial transformers `module` has and `state` lacks, taken from the module's
+    own (seeded) init with proj_out zeroed: each new transformer returns its input."""
+    grown = dict(state)
+    for key, value in module.state_dict().items():
+        layer = re.match(r"(.*\.attentions\.\d+)\.", key)
+        if key in state or layer is None:
+            continue  # a missing key outside a spatial transformer stays missing: load_part names it
+        zero = key.startswith(f"{layer.group(1)}.proj_out.")
+        grown[key] = torch.zeros_like(value) if zero else value
+    return grown
 
 
 def _without_scaling(config: EmoConfig) -> dict:

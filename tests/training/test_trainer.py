@@ -254,6 +254,55 @@ def test_stage2_grows_the_projector_for_the_held_pitch_row(toy, tmp_path):
     assert not torch.equal(dropped.audio_projector.proj[0].weight, before.audio_projector.proj[0].weight)
 
 
+def test_a_stage_that_trains_the_2d_layers_adds_spatial_attention_as_the_identity(toy):
+    """Attention at the finest level, added by a stage that trains the Backbone's 2D layers: every
+    saved weight loads, the new transformers start with proj_out zero, and the grown model denoises
+    exactly as the saved one (then its new layers get gradients). A stage that does not train the
+    2D layers, or a config that removes attention, is refused."""
+    directory = stage_paths(toy["run"], 1).model
+    saved = EmoConfig.load(directory)
+    assert not saved.unet.attention_levels[0]
+    levels = (True,) + tuple(saved.unet.attention_levels[1:])
+    wanted = dataclasses.replace(saved, unet=dataclasses.replace(saved.unet, attention_levels=levels))
+    quiet = Console(quiet=True)
+    grown = start_model(directory, wanted, 2, quiet, trains_2d=True)
+    before = EmoModel.from_pretrained(directory)
+    assert grown.backbone.num_spatial_layers > before.backbone.num_spatial_layers
+    for part in ("backbone", "reference_net"):
+        old, new = getattr(before, part).state_dict(), getattr(grown, part).state_dict()
+        assert all(torch.equal(old[k], new[k]) for k in old), part
+        added = [k for k in new if k not in old]
+        assert added and all(".attentions." in k for k in added)
+        zeros = [k for k in added if ".proj_out." in k]
+        assert zeros and all(not new[k].any() for k in zeros) and any(new[k].any() for k in added if k not in zeros)
+
+    c, torch_gen = saved, torch.Generator().manual_seed(0)
+    h = c.resolution // c.vae.downsample_factor
+    latents = torch.randn(1, 4, c.num_frames, h, h, generator=torch_gen)
+    reference = torch.randn(1, 4, h, h, generator=torch_gen)
+    motion = torch.randn(1, c.num_motion_frames, 4, h, h, generator=torch_gen)
+    audio = torch.randn(1, c.num_frames, c.audio.num_tokens, c.audio.token_dim, generator=torch_gen)
+    speed = torch.randn(1, c.num_frames, c.speed.num_tokens, c.speed.token_dim, generator=torch_gen)
+    face = torch.randn(1, 4, h, h, generator=torch_gen)
+
+    def denoise(model: EmoModel) -> torch.Tensor:
+        return model.backbone(latents, torch.tensor([500]), model.reference_net(reference),
+                              model.reference_net.motion_features(motion), audio, speed, face)
+
+    with torch.no_grad():
+        assert torch.allclose(denoise(grown), denoise(before), atol=1e-5)
+    denoise(grown).square().mean().backward()
+    first = grown.backbone.down_blocks[0].attentions[0]
+    assert first.proj_out.weight.grad.abs().sum() > 0
+
+    with pytest.raises(TrainingError, match="unet.attention_levels differ"):
+        start_model(directory, wanted, 2, quiet)  # stage 2 without train_backbone
+    fewer = dataclasses.replace(saved, unet=dataclasses.replace(
+        saved.unet, attention_levels=(False, False) + tuple(saved.unet.attention_levels[2:])))
+    with pytest.raises(TrainingError, match="unet.attention_levels differ"):
+        start_model(directory, fewer, 2, quiet, trains_2d=True)
+
+
 def test_loss_weights_the_face_box_halves():
     """An 8-row face box in a 16x16 mask: background 1, upper half 1 + face + brow, lower half
     1 + face + mouth."""

@@ -44,7 +44,7 @@ def _render(args: argparse.Namespace) -> int:
     device = getattr(pipeline.components, "device", "cpu")
     overlap = args.overlap or (not args.no_overlap and overlap_pays(device, torch.get_num_threads()))
     settings = RenderSettings(scheduler=args.scheduler, steps=args.steps, cfg=args.cfg, guide=args.guide,
-                              speed=speed, seed=args.seed, batch_guidance=not args.separate_guidance, overlap=overlap)
+                              start=args.start, speed=speed, seed=args.seed, batch_guidance=not args.separate_guidance, overlap=overlap)
     stats = render(args.image, args.audio, args.output, pipeline, settings, face_box=args.face_box,
                    no_crop=args.no_crop, preview=args.preview, show_progress=not args.quiet)
     print(f"wrote {args.output}: {stats.line()} ({pipeline.components.name})")
@@ -151,7 +151,7 @@ def _eval(args: argparse.Namespace) -> int:
             raise EmoError(f"--speeds {args.speeds!r}: give comma-separated head speeds in deg/frame") from None
     settings = EvalSettings(clips=args.clips, clip_seconds=args.clip_seconds, split=args.split,
                             scheduler=args.scheduler, steps=args.steps, cfg=args.cfg, guide=args.guide,
-                            seed=args.seed, reference_frame=args.reference_frame, drift_seconds=args.drift_seconds,
+                            start=args.start, seed=args.seed, reference_frame=args.reference_frame, drift_seconds=args.drift_seconds,
                             speeds=speeds, speed_seconds=args.speed_seconds)
     started = time.perf_counter()
     report, paths = run_eval(args.data, args.corpus, args.out, args.weights, settings, backend=args.backend,
@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guide", default="all", choices=["all", "audio"],
                    help="what guidance amplifies: all (reference + audio, default) or audio (keeps the reference "
                         "in the unconditional pass)")
+    p.add_argument("--start", default="noise", choices=["noise", "reference"],
+                   help="each window's first latents: pure noise (default) or the reference's latents noised to "
+                        "the first timestep")
     p.add_argument("--speed", help="head speed in deg/frame, or a file of per-second values")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=int, help="must match the weights (25 for all presets)")
@@ -285,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guide", default="all", choices=["all", "audio"],
                    help="what guidance amplifies: all (reference + audio, default) or audio (keeps the reference "
                         "in the unconditional pass)")
+    p.add_argument("--start", default="noise", choices=["noise", "reference"],
+                   help="each window's first latents: pure noise (default) or the reference's latents noised to "
+                        "the first timestep")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reference-frame", type=int, default=0, help="the clip frame used as the reference (default 0)")
     p.add_argument("--drift-seconds", type=float, default=10.0,

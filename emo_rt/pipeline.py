@@ -38,6 +38,7 @@ from emo_rt.schedulers import make_scheduler, noise_schedule
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 GUIDES = ("all", "audio")  # RenderSettings.guide: the conditions guidance takes away
+STARTS = ("noise", "reference")  # RenderSettings.start: what each window's first latents are
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class RenderSettings:
     steps: int = 40
     cfg: float = 3.5  # guidance on reference + audio; 1.0 = one Backbone pass per step
     guide: str = "all"  # what the unconditional pass drops: "all" (reference + audio) or "audio"
+    start: str = "noise"  # "noise", or "reference": its latents noised to the first timestep
     speed: float | None = None  # constant head speed (deg/frame); None = the middle bucket
     seed: int = 0
     audio_chunk_seconds: float = 30.0  # the audio encoder sees at most this much at once
@@ -55,6 +57,8 @@ class RenderSettings:
     def __post_init__(self) -> None:
         if self.guide not in GUIDES:
             raise InputError(f"guide {self.guide!r}: choose one of {', '.join(GUIDES)}")
+        if self.start not in STARTS:
+            raise InputError(f"start {self.start!r}: choose one of {', '.join(STARTS)}")
 
 
 @dataclass
@@ -224,7 +228,8 @@ class EmoPipeline:
                         speed.expand(2, -1, -1, -1), pair_face)
                 uncond = None
             scheduler.set_timesteps(settings.steps)
-            z = torch.randn(1, 4, f, h, h, generator=generator).to(device) * scheduler.init_noise_sigma
+            z = first_latents(scheduler, torch.randn(1, 4, f, h, h, generator=generator).to(device),
+                              ref["latents"] if settings.start == "reference" else None)
             for t in scheduler.timesteps:
                 if cancelled():
                     return
@@ -256,6 +261,17 @@ class EmoPipeline:
         if progress is not None:
             progress.advance_window(len(latents))
         return frames.cpu().numpy()
+
+
+def first_latents(scheduler, noise: torch.Tensor, reference_latents: torch.Tensor | None) -> torch.Tensor:
+    """A window's starting latents (1, 4, f, h, w): pure noise, or the reference latents (1, 4, h, w)
+    noised to the schedule's first timestep. The training schedule (scaled_linear, 1000 steps) leaves
+    signal at that timestep (sqrt(alpha_bar) 0.135 at t = 875, the first of 8 "leading" steps), which
+    the model learned to expect; pure noise has none of it."""
+    if reference_latents is None:
+        return noise * scheduler.init_noise_sigma
+    clean = reference_latents.to(noise)[:, :, None].expand_as(noise)
+    return scheduler.add_noise(clean, noise, scheduler.timesteps[:1])
 
 
 @dataclass(frozen=True)

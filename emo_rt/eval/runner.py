@@ -36,6 +36,7 @@ class EvalSettings:
     steps: int = 8
     cfg: float = 1.0
     guide: str = "all"  # RenderSettings.guide
+    start: str = "noise"  # RenderSettings.start
     seed: int = 0
     reference_frame: int = 0  # the clip frame used as the reference portrait
     drift_seconds: float = 10.0  # 0: no drift render (the figure is over 60 s)
@@ -44,7 +45,7 @@ class EvalSettings:
     max_lag: int = 5  # best audio-video offset searched in +/- this many frames
 
     def __post_init__(self) -> None:
-        from emo_rt.pipeline import GUIDES
+        from emo_rt.pipeline import GUIDES, STARTS
 
         checks = [
             (self.clips >= 1, f"--clips {self.clips}: render at least one clip"),
@@ -55,6 +56,7 @@ class EvalSettings:
             (self.speeds is None or all(v >= 0 for v in self.speeds), f"--speeds {self.speeds}: speeds are >= 0"),
             (self.max_lag >= 0, f"max_lag {self.max_lag} must be >= 0"),
             (self.guide in GUIDES, f"--guide {self.guide}: choose one of {', '.join(GUIDES)}"),
+            (self.start in STARTS, f"--start {self.start}: choose one of {', '.join(STARTS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -169,7 +171,7 @@ class Evaluation:
             raise InputError(f"the model runs at {self.fps} fps / {self.rate} Hz, the data at {data.index.fps} fps / "
                              f"{data.index.sample_rate} Hz")
         self.render_settings = RenderSettings(scheduler=settings.scheduler, steps=settings.steps, cfg=settings.cfg,
-                                              guide=settings.guide, seed=settings.seed)
+                                              guide=settings.guide, start=settings.start, seed=settings.seed)
         self.window = config.num_frames
         self.timings: list[dict] = []
 

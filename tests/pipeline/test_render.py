@@ -201,3 +201,50 @@ def test_unknown_guide_is_refused():
 
     with pytest.raises(InputError, match="guide 'face'"):
         RenderSettings(guide="face")
+
+
+def test_start_from_the_noised_reference(model, inputs):
+    """start="reference": every window's first Backbone input is the reference's latents noised to
+    the first timestep with that window's noise (sqrt(a) ref + sqrt(1 - a) noise), not the noise alone."""
+    from emo_rt.pipeline import first_latents
+    from emo_rt.schedulers import make_scheduler
+
+    class FirstInputs(TorchComponents):
+        def __init__(self, model):
+            super().__init__(model)
+            self.seen: list[torch.Tensor] = []
+
+        def denoise(self, noisy_latents, timestep, *cond):
+            self.seen.append(noisy_latents[:1].clone())
+            return super().denoise(noisy_latents, timestep, *cond)
+
+    steps = 2
+    settings = RenderSettings(steps=steps, cfg=1.0, seed=3, start="reference", overlap=False)
+    comp = FirstInputs(model)
+    pipe = EmoPipeline(comp, noise_schedule(None))
+    list(pipe.denoised_windows(inputs.reference, inputs.waveform, settings))
+    firsts = comp.seen[::steps]
+    assert len(firsts) == 4  # 25 frames in windows of 8
+
+    scheduler = make_scheduler("ddim", noise_schedule(None))
+    scheduler.set_timesteps(steps)
+    alpha = scheduler.alphas_cumprod[scheduler.timesteps[0]]
+    reference = pipe.prepare(inputs.reference)["latents"]
+    generator = torch.Generator().manual_seed(3)
+    c = model.config
+    noise = torch.randn(1, 4, c.num_frames, c.latent_size, c.latent_size, generator=generator)
+    expected = alpha.sqrt() * reference[:, :, None] + (1 - alpha).sqrt() * noise
+    assert torch.allclose(firsts[0], expected, atol=1e-5)
+    assert torch.allclose(first_latents(scheduler, noise, reference), expected, atol=1e-6)
+    assert torch.equal(first_latents(scheduler, noise, None), noise * scheduler.init_noise_sigma)
+    for later in firsts[1:]:  # later windows: fresh noise, the same reference term
+        assert not torch.allclose(later, firsts[0], atol=1e-3)
+        residual = (later - alpha.sqrt() * reference[:, :, None]) / (1 - alpha).sqrt()
+        assert 0.8 < float(residual.std()) < 1.2 and abs(float(residual.mean())) < 0.1
+
+
+def test_unknown_start_is_refused():
+    from emo_rt.errors import InputError
+
+    with pytest.raises(InputError, match="start 'image'"):
+        RenderSettings(start="image")

@@ -197,9 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guide", default="all", choices=["all", "audio"],
                    help="what guidance amplifies: all (reference + audio, default) or audio (keeps the reference "
                         "in the unconditional pass)")
-    p.add_argument("--start", default="noise", choices=["noise", "reference"],
-                   help="each window's first latents: pure noise (default) or the reference's latents noised to "
-                        "the first timestep")
+    p.add_argument("--start", default="reference", choices=["reference", "noise"],
+                   help="each window's first latents: the reference's latents noised to the first timestep "
+                        "(default) or pure noise")
     p.add_argument("--speed", help="head speed in deg/frame, or a file of per-second values")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=int, help="must match the weights (25 for all presets)")
@@ -288,9 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guide", default="all", choices=["all", "audio"],
                    help="what guidance amplifies: all (reference + audio, default) or audio (keeps the reference "
                         "in the unconditional pass)")
-    p.add_argument("--start", default="noise", choices=["noise", "reference"],
-                   help="each window's first latents: pure noise (default) or the reference's latents noised to "
-                        "the first timestep")
+    p.add_argument("--start", default="reference", choices=["reference", "noise"],
+                   help="each window's first latents: the reference's latents noised to the first timestep "
+                        "(default) or pure noise")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reference-frame", type=int, default=0, help="the clip frame used as the reference (default 0)")
     p.add_argument("--drift-seconds", type=float, default=10.0,

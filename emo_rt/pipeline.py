@@ -38,7 +38,7 @@ from emo_rt.schedulers import make_scheduler, noise_schedule
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 GUIDES = ("all", "audio")  # RenderSettings.guide: the conditions guidance takes away
-STARTS = ("noise", "reference")  # RenderSettings.start: what each window's first latents are
+STARTS = ("reference", "noise")  # RenderSettings.start: what each window's first latents are
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class RenderSettings:
     steps: int = 40
     cfg: float = 3.5  # guidance on reference + audio; 1.0 = one Backbone pass per step
     guide: str = "all"  # what the unconditional pass drops: "all" (reference + audio) or "audio"
-    start: str = "noise"  # "noise", or "reference": its latents noised to the first timestep
+    start: str = "reference"  # "reference": its latents noised to the first timestep, or "noise"
     speed: float | None = None  # constant head speed (deg/frame); None = the middle bucket
     seed: int = 0
     audio_chunk_seconds: float = 30.0  # the audio encoder sees at most this much at once

@@ -43,7 +43,7 @@ def markdown(report: dict) -> str:
     s, d, t = report["settings"], report["data"], report["timings"]
     model = report["rows"]["model"]
     guide = " (audio only)" if s.get("guide") == "audio" else ""
-    guide += ", start from the noised reference" if s.get("start") == "reference" else ""
+    guide += ", windows start from pure noise" if s.get("start", "noise") == "noise" else ""
     lines = [
         "# emo-rt eval",
         "",

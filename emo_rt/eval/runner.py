@@ -36,7 +36,7 @@ class EvalSettings:
     steps: int = 8
     cfg: float = 1.0
     guide: str = "all"  # RenderSettings.guide
-    start: str = "noise"  # RenderSettings.start
+    start: str = "reference"  # RenderSettings.start
     seed: int = 0
     reference_frame: int = 0  # the clip frame used as the reference portrait
     drift_seconds: float = 10.0  # 0: no drift render (the figure is over 60 s)

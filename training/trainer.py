@@ -330,7 +330,7 @@ def start_model(directory: Path, config: EmoConfig, stage: int, console: Console
     return model.eval()
 
 
-def _only_adds_levels(saved: list[bool], wanted: list[bool]) -> bool:
+def _only_adds_levels(saved: tuple[bool, ...], wanted: tuple[bool, ...]) -> bool:
     return len(saved) == len(wanted) and all(w or not s for s, w in zip(saved, wanted))
 
 

@@ -182,6 +182,16 @@ def _train(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_window_options(p: argparse.ArgumentParser) -> None:
+    """--guide and --start, shared by render and eval (RenderSettings.guide / .start)."""
+    p.add_argument("--guide", default="all", choices=["all", "audio"],
+                   help="what guidance amplifies: all (reference + audio, default) or audio (keeps the reference "
+                        "in the unconditional pass)")
+    p.add_argument("--start", default="reference", choices=["reference", "noise"],
+                   help="each window's first latents: the reference's latents noised to the first timestep "
+                        "(default) or pure noise")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emo-rt", description="EMO-style audio-driven portrait video, fast.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -194,12 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default="ddim", help="ddim (default), ddpm, dpm++, euler, unipc")
     p.add_argument("--steps", type=int, default=40, help="denoising steps per window (default 40)")
     p.add_argument("--cfg", type=float, default=3.5, help="guidance scale (--guide); 1.0 disables it")
-    p.add_argument("--guide", default="all", choices=["all", "audio"],
-                   help="what guidance amplifies: all (reference + audio, default) or audio (keeps the reference "
-                        "in the unconditional pass)")
-    p.add_argument("--start", default="reference", choices=["reference", "noise"],
-                   help="each window's first latents: the reference's latents noised to the first timestep "
-                        "(default) or pure noise")
+    _add_window_options(p)
     p.add_argument("--speed", help="head speed in deg/frame, or a file of per-second values")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=int, help="must match the weights (25 for all presets)")
@@ -285,12 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default="ddim")
     p.add_argument("--steps", type=int, default=8, help="denoising steps per window (default 8)")
     p.add_argument("--cfg", type=float, default=1.0, help="guidance (default 1.0: none, one Backbone pass per step)")
-    p.add_argument("--guide", default="all", choices=["all", "audio"],
-                   help="what guidance amplifies: all (reference + audio, default) or audio (keeps the reference "
-                        "in the unconditional pass)")
-    p.add_argument("--start", default="reference", choices=["reference", "noise"],
-                   help="each window's first latents: the reference's latents noised to the first timestep "
-                        "(default) or pure noise")
+    _add_window_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reference-frame", type=int, default=0, help="the clip frame used as the reference (default 0)")
     p.add_argument("--drift-seconds", type=float, default=10.0,

@@ -21,7 +21,9 @@ from emo_rt.pipeline import EmoPipeline, default_model_dir
 
 class PitchGuidedPipeline(EmoPipeline):
     """EmoPipeline with a third Backbone pass per step: the same conditions, the pitch neutralised.
-    Needs `config.audio.prosody` without `prosody_hold` (the prosody row is the last feature row) and batched guidance."""
+    Needs `config.audio.prosody` without `prosody_hold` (the prosody row is the last feature row),
+    batched guidance, and audio within one `audio_chunk_seconds` chunk (the neutral row is computed
+    over the whole file, as the encoder computes the real one for such audio)."""
 
     pitch_scale: float = 0.0
     _neutral: torch.Tensor | None = None  # (1, F, L, D) features of the current file, pitch at 0
@@ -53,6 +55,7 @@ class PitchGuidedPipeline(EmoPipeline):
         neutral = ([x[:1] for x in ref], [m[:1] for m in motion], self._neutral_audio, speed[:1], face[:1])
         without = self.components.denoise(z_in, t.reshape(1), *neutral).float()
         return guided + self.pitch_scale * (with_pitch - without)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -1,9 +1,11 @@
 """Shared pieces of the attention kernels: the online-softmax step, the dot-precision policy,
-the launch checks, and the cache key of the Triton processors."""
+the launch checks, the tile resource model, and the cache key of the Triton processors."""
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -64,6 +66,46 @@ def check_forward_only(*tensors: torch.Tensor, module: nn.Module | None = None) 
 def block_size(n: int, minimum: int = 16) -> int:
     """Power-of-two tile covering n (tl.dot needs every tile side >= 16)."""
     return max(minimum, triton.next_power_of_2(n))
+
+
+# The interpreter checks no GPU resources, so the launchers choose their tiles by a model of what
+# a compiled program holds at least (each kernel file says what it counts), within these budgets;
+# benchmarks/gpu_check.py reads what the compiler really made (kernel_resources).
+SHARED_MEMORY_BUDGET = 96 * 1024  # bytes per program: sm_86/sm_89 allow 99 KB per block, sm_80 163 KB,
+#                                   sm_90 227 KB (two programs per SM fit there)
+REGISTER_BUDGET = 128  # 32-bit registers per thread for the live tiles: half the 255 cap, leaving
+#                        room for addresses, masks, temporaries and operand layouts
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """Block sizes and launch options of one kernel launch, with the resource model's estimates."""
+
+    block_m: int  # queries per program
+    block_n: int  # keys per loop step
+    block_d: int  # head-dim tile: the power of two covering head_dim
+    num_warps: int
+    num_stages: int  # software-pipelining depth of the key loop (1: none)
+    shared_bytes: int  # estimated shared memory per program
+    registers: int  # estimated 32-bit registers per thread held by the live tiles
+
+    def fits(self) -> bool:
+        return self.shared_bytes <= SHARED_MEMORY_BUDGET and self.registers <= REGISTER_BUDGET
+
+
+def registers_per_thread(fp32_elements: float, num_warps: int) -> int:
+    """32-bit registers per thread for tiles of `fp32_elements` words spread over the program."""
+    return math.ceil(fp32_elements / (32 * num_warps))
+
+
+def kernel_resources(compiled) -> dict[str, int]:
+    """What the compiler made of a launched kernel (the CompiledKernel a GPU launch returns):
+    shared memory in bytes (metadata.shared), registers per thread and spilled registers (n_regs,
+    n_spills, read from the loaded binary, which a launch has loaded)."""
+    metadata = compiled.metadata
+    return {"shared_bytes": int(metadata.shared), "registers": int(compiled.n_regs),
+            "spills": int(compiled.n_spills), "num_warps": int(metadata.num_warps),
+            "num_stages": int(metadata.num_stages)}
 
 
 @triton.jit

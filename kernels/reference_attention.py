@@ -12,8 +12,17 @@ import torch
 import triton
 import triton.language as tl
 
-from emo_rt.kernels._common import (LOG2E, block_size, check_forward_only, check_launch,
-                                    dot_in_fp32, online_softmax_step)
+from emo_rt.kernels._common import (
+    LOG2E,
+    Tiles,
+    block_size,
+    check_forward_only,
+    check_launch,
+    dot_in_fp32,
+    kernel_resources,
+    online_softmax_step,
+    registers_per_thread,
+)
 from emo_rt.models.attention import Attention
 
 
@@ -76,7 +85,7 @@ def reference_attention(q: torch.Tensor, k_self: torch.Tensor, v_self: torch.Ten
     out                 (B*f, L, C)   optional, any strides; returned
     Row r uses reference row r // num_frames. Heads split C as in Attention.split_heads.
     """
-    rows, seq_len, channels = q.shape
+    rows, _, channels = q.shape
     if k_ref is None or v_ref is None:
         if (k_ref is None) != (v_ref is None):
             raise ValueError("reference_attention: give both k_ref and v_ref, or neither")
@@ -99,23 +108,75 @@ def reference_attention(q: torch.Tensor, k_self: torch.Tensor, v_self: torch.Ten
         raise ValueError(f"reference_attention: out must be {tuple(q.shape)} {q.dtype}")
     if out.numel() == 0:
         return out
+    _launch(q, k_self, v_self, k_ref, v_ref, out, num_frames, num_heads)
+    return out
+
+
+def _launch(q, k_self, v_self, k_ref, v_ref, out, num_frames: int, num_heads: int):
+    """Launch the kernel on checked arguments; returns what Triton returns (on a GPU the
+    CompiledKernel, which kernel_resources reads)."""
+    rows, seq_len, channels = q.shape
+    ref_len = 0 if k_ref is None else k_ref.shape[1]
     if ref_len == 0:  # never read, but the kernel needs valid pointers
         k_ref, v_ref = k_self, v_self
     head_dim = channels // num_heads
-    block_d = block_size(head_dim)
-    cap = 64 if block_d <= 64 else 32  # q, k, v tiles of at most 64x64 / 32x256: shared memory
-    block_m = min(cap, block_size(seq_len))  # small levels (and interpreter tests) use small tiles
-    block_n = min(cap, block_size(max(seq_len, ref_len)))
-    grid = (triton.cdiv(seq_len, block_m), rows * num_heads)
-    _reference_attention_kernel[grid](
+    tiles = reference_tiles(seq_len, ref_len, head_dim, q.dtype)
+    grid = (triton.cdiv(seq_len, tiles.block_m), rows * num_heads)
+    return _reference_attention_kernel[grid](
         q, k_self, v_self, k_ref, v_ref, out,
         *q.stride(), *k_self.stride(), *v_self.stride(), *k_ref.stride(), *v_ref.stride(),
         *out.stride(),
         num_heads, num_frames, seq_len, ref_len, head_dim, head_dim**-0.5 * LOG2E,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, DOT_FP32=dot_in_fp32(q.dtype),
-        num_warps=4,
+        BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_D=tiles.block_d,
+        DOT_FP32=dot_in_fp32(q.dtype), num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
-    return out
+
+
+NUM_STAGES = 2  # double-buffered key/value loads; Triton's default (3) costs a third more shared memory
+
+
+def reference_tile_estimate(block_m: int, block_n: int, head_dim: int, dtype: torch.dtype,
+                            num_warps: int, num_stages: int = NUM_STAGES,
+                            dot_fp32: bool | None = None) -> Tiles:
+    """The resource model of one program. Shared memory: the key and value tiles in flight
+    (num_stages of each, in the input dtype), the query and probability tiles as dot operands
+    (fp32 where the dots are). Registers: the fp32 accumulator (M x D), the query tile (M x D at the
+    dot dtype), the fp32 scores and probabilities (2 x M x N)."""
+    block_d = block_size(head_dim)
+    load = torch.empty((), dtype=dtype).element_size()
+    dot = 4 if dot_in_fp32(dtype) else load
+    shared = (max(num_stages, 1) * 2 * block_n * block_d * load
+              + block_m * block_d * dot + block_m * block_n * dot)
+    words = block_m * block_d + block_m * block_d * dot / 4 + 2 * block_m * block_n
+    return Tiles(block_m, block_n, block_d, num_warps, num_stages, shared,
+                 registers_per_thread(words, num_warps))
+
+
+def reference_tiles(seq_len: int, ref_len: int, head_dim: int, dtype: torch.dtype,
+                    dot_fp32: bool | None = None) -> Tiles:
+    """The largest square tile (64, 32, then 16; never wider than the tokens need, so small levels
+    and interpreter tests use small tiles) with 4 or 8 warps that fits the budgets of _common.
+    fp32 at head_dim 160 (D tile 256) gets 16 x 16: 32 x 32 with Triton's default 3 stages would
+    need about 228 KB of shared memory, more than any GPU has per block."""
+    candidates = [reference_tile_estimate(min(side, block_size(seq_len)),
+                                          min(side, block_size(max(seq_len, ref_len))),
+                                          head_dim, dtype, warps, dot_fp32=dot_fp32)
+                  for side in (64, 32, 16) for warps in (4, 8)]
+    return next((t for t in candidates if t.fits()), candidates[-1])
+
+
+def reference_attention_resources(q, k_self, v_self, k_ref, v_ref, num_frames: int,
+                                  num_heads: int) -> dict[str, int]:
+    """Launch once on CUDA tensors and return the compiled kernel's shared memory, registers and
+    spills (benchmarks/gpu_check.py), beside the tile the launcher chose."""
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    check_launch(q, k_self, v_self, *(t for t in (k_ref, v_ref) if t is not None))
+    compiled = _launch(q, k_self, v_self, k_ref, v_ref, out, num_frames, num_heads)
+    tiles = reference_tiles(q.shape[1], 0 if k_ref is None else k_ref.shape[1],
+                            q.shape[2] // num_heads, q.dtype)
+    return {**kernel_resources(compiled), "block_m": tiles.block_m, "block_n": tiles.block_n,
+            "block_d": tiles.block_d, "estimated_shared_bytes": tiles.shared_bytes,
+            "estimated_registers": tiles.registers}
 
 
 def reference_attention_reference(q: torch.Tensor, k_self: torch.Tensor, v_self: torch.Tensor,

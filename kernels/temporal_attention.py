@@ -16,9 +16,19 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from emo_rt.kernels._common import (
+    LOG2E,
+    Tiles,
+    block_size,
+    check_forward_only,
+    check_launch,
+    dot_precision,
+    fingerprint,
+    kernel_resources,
+    online_softmax_step,
+    registers_per_thread,
+)
 from emo_rt.models.attention import Attention
-from emo_rt.kernels._common import (LOG2E, block_size, check_forward_only, check_launch,
-                                    dot_precision, fingerprint, online_softmax_step)
 
 BLOCK_KEYS = 16  # keys per step: n + f is small (16 at sd15), so one or two steps
 
@@ -112,20 +122,56 @@ def temporal_attention(q: torch.Tensor, k_frames: torch.Tensor, v_frames: torch.
         raise ValueError(f"temporal_attention: out must be {tuple(q.shape)} {q.dtype}")
     if out.numel() == 0:
         return out
+    _launch(q, k_frames, v_frames, k_motion, v_motion, pos_q, pos_k, pos_v, num_heads, out)
+    return out
+
+
+def _launch(q, k_frames, v_frames, k_motion, v_motion, pos_q, pos_k, pos_v, num_heads: int, out):
+    """Launch the kernel on checked arguments; returns what Triton returns (on a GPU the
+    CompiledKernel, which kernel_resources reads)."""
+    rows, frames, channels = q.shape
+    motion = k_motion.shape[1]
     if motion == 0:  # never read (all lanes masked), but the kernel needs valid pointers
         k_motion, v_motion = k_frames, v_frames
     head_dim = channels // num_heads
-    block_d = block_size(head_dim)
-    _temporal_attention_kernel[(rows, num_heads)](
+    tiles = temporal_tiles(frames, head_dim)
+    return _temporal_attention_kernel[(rows, num_heads)](
         q, k_frames, v_frames, k_motion, v_motion, pos_q, pos_k, pos_v, out,
         *q.stride(), *k_frames.stride(), *v_frames.stride(),
         *k_motion.stride(), *v_motion.stride(), *out.stride(),
         *pos_q.stride(), *pos_k.stride(), *pos_v.stride(),
         frames, motion, head_dim, head_dim**-0.5 * LOG2E,
-        BLOCK_F=block_size(frames), BLOCK_K=BLOCK_KEYS, BLOCK_D=block_d,
-        PRECISION=dot_precision(q.dtype), num_warps=2 if block_d <= 64 else 4,
+        BLOCK_F=tiles.block_m, BLOCK_K=tiles.block_n, BLOCK_D=tiles.block_d,
+        PRECISION=dot_precision(q.dtype), num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
-    return out
+
+
+def temporal_tiles(frames: int, head_dim: int) -> Tiles:
+    """One program holds the f queries, a block of keys and values, all fp32 (the position tables
+    are added on load). Resource model: registers for q (F x D), k and v (K x D each), the fp32
+    accumulator (F x D) and scores/probabilities (2 x F x K); shared memory for the dots' operand
+    layouts (q, k, p, v once: the key loop runs once or twice, n + f <= 32, so it is not pipelined,
+    num_stages 1). The fewest warps among 2, 4, 8 that fit the budgets of _common: at head_dim 160
+    (D tile 256) that is 8, where 4 would hold ~130 registers per thread."""
+    block_f, block_k, block_d = block_size(frames), BLOCK_KEYS, block_size(head_dim)
+    shared = 4 * (block_f * block_d + 2 * block_k * block_d + block_f * block_k)
+    words = 2 * block_f * block_d + 2 * block_k * block_d + 2 * block_f * block_k
+    candidates = [Tiles(block_f, block_k, block_d, warps, 1, shared, registers_per_thread(words, warps))
+                  for warps in (2, 4, 8)]
+    return next((t for t in candidates if t.fits()), candidates[-1])
+
+
+def temporal_attention_resources(q, k_frames, v_frames, k_motion, v_motion, pos_q, pos_k, pos_v,
+                                 num_heads: int) -> dict[str, int]:
+    """Launch once on CUDA tensors and return the compiled kernel's shared memory, registers and
+    spills (benchmarks/gpu_check.py), beside the tile the launcher chose."""
+    check_launch(q, k_frames, v_frames, k_motion, v_motion)
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    compiled = _launch(q, k_frames, v_frames, k_motion, v_motion, pos_q, pos_k, pos_v, num_heads, out)
+    tiles = temporal_tiles(q.shape[1], q.shape[2] // num_heads)
+    return {**kernel_resources(compiled), "block_m": tiles.block_m, "block_n": tiles.block_n,
+            "block_d": tiles.block_d, "estimated_shared_bytes": tiles.shared_bytes,
+            "estimated_registers": tiles.registers}
 
 
 def temporal_attention_reference(q: torch.Tensor, k_frames: torch.Tensor, v_frames: torch.Tensor,

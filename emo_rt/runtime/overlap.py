@@ -1,6 +1,7 @@
 """Stage overlap for long renders: the denoising of window k+1 runs in a worker thread while the
 caller decodes and encodes window k. A bounded queue (`depth` windows) keeps memory flat; on CUDA
-the worker runs on its own stream and hands each window over with an event.
+the worker runs on its own stream, which first waits for the creating thread's stream, and hands
+each window over with an event.
 
     produce = functools.partial(pipeline.denoised_windows, reference, waveform, settings, progress)
     with Overlapped(produce, depth=1, device=device) as windows:
@@ -62,6 +63,10 @@ class Overlapped:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        if self._stream is not None:
+            # the worker's stream starts after everything this thread has queued so far (weight
+            # uploads, cached reference features): streams are otherwise unordered
+            self._stream.wait_stream(torch.cuda.current_stream(self.device))
         self._thread = threading.Thread(target=self._work, args=(produce,), name="emo-rt-denoise", daemon=True)
         self._thread.start()
 

@@ -1,4 +1,6 @@
-"""select_attention swaps exactly the temporal and reference processors, and back."""
+"""select_attention swaps exactly the temporal and reference processors, and back. The models live
+on CUDA where there is one: select_attention refuses "triton" for a CPU model outside the
+interpreter."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ pytest.importorskip("triton")
 from emo_rt.kernels.processors import select_attention  # noqa: E402
 from emo_rt.kernels.reference_attention import TritonReferenceAttnProcessor  # noqa: E402
 from emo_rt.kernels.temporal_attention import TritonTemporalAttnProcessor  # noqa: E402
-from emo_rt.models.attention import (Attention, CrossAttnProcessor,  # noqa: E402
-                                     ReferenceAttnProcessor, TemporalAttnProcessor)
+from emo_rt.models.attention import Attention, CrossAttnProcessor, ReferenceAttnProcessor, TemporalAttnProcessor  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _model() -> nn.Module:
@@ -20,7 +23,7 @@ def _model() -> nn.Module:
         "temporal": nn.ModuleList([Attention(32, 2, processor=TemporalAttnProcessor()) for _ in range(2)]),
         "reference": Attention(32, 2, processor=ReferenceAttnProcessor()),
         "audio": Attention(32, 2, context_dim=16, processor=CrossAttnProcessor()),
-    })
+    }).to(DEVICE)
 
 
 def _kinds(model: nn.Module) -> list[type]:
@@ -55,7 +58,7 @@ def test_unknown_kind_is_one_clear_error():
 def test_swapped_layer_gives_the_same_output():
     model = _model()
     temporal = model["temporal"][0].eval()
-    frames, motion, positions = torch.randn(3, 7, 32), torch.randn(3, 4, 32), torch.randn(11, 32)
+    frames, motion, positions = (torch.randn(*shape, device=DEVICE) for shape in ((3, 7, 32), (3, 4, 32), (11, 32)))
     with torch.no_grad():
         expected = temporal(frames, motion, positions)
         select_attention(model, "triton")

@@ -11,8 +11,11 @@ import torch
 pytest.importorskip("triton")
 
 from emo_rt.errors import EmoError  # noqa: E402
-from emo_rt.kernels.reference_attention import (TritonReferenceAttnProcessor,  # noqa: E402
-                                                reference_attention, reference_attention_reference)
+from emo_rt.kernels.reference_attention import (  # noqa: E402
+    TritonReferenceAttnProcessor,
+    reference_attention,
+    reference_attention_reference,
+)
 from emo_rt.kernels.testing import check_against_control, reference_inputs  # noqa: E402
 from emo_rt.models.attention import Attention, ReferenceAttnProcessor  # noqa: E402
 

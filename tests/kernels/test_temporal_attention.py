@@ -11,8 +11,11 @@ import torch
 pytest.importorskip("triton")
 
 from emo_rt.errors import EmoError  # noqa: E402
-from emo_rt.kernels.temporal_attention import (TritonTemporalAttnProcessor,  # noqa: E402
-                                               temporal_attention, temporal_attention_reference)
+from emo_rt.kernels.temporal_attention import (  # noqa: E402
+    TritonTemporalAttnProcessor,
+    temporal_attention,
+    temporal_attention_reference,
+)
 from emo_rt.kernels.testing import check_against_control, temporal_inputs  # noqa: E402
 from emo_rt.models.attention import Attention, TemporalAttnProcessor  # noqa: E402
 
@@ -99,7 +102,7 @@ def test_processor_matches_model_processor(dtype, motion, bias, heads, channels)
 def test_processor_rebuilds_position_tables_when_weights_change():
     attn = _attention(32, 2, bias=True)
     processor = TritonTemporalAttnProcessor()
-    frames, motion, positions = torch.randn(3, 7, 32), torch.randn(3, 4, 32), torch.randn(11, 32)
+    frames, motion, positions = (torch.randn(*shape, device=DEVICE) for shape in ((3, 7, 32), (3, 4, 32), (11, 32)))
     with torch.no_grad():
         before = processor(attn, frames, motion, positions)
         attn.load_state_dict({k: v * 1.5 for k, v in attn.state_dict().items()})  # in place
@@ -113,5 +116,5 @@ def test_processor_rebuilds_position_tables_when_weights_change():
 def test_processor_is_forward_only():
     attn = _attention(32, 2, bias=False)
     with pytest.raises(EmoError, match="forward-only"):
-        TritonTemporalAttnProcessor()(attn, torch.randn(3, 7, 32), torch.randn(3, 4, 32),
-                                      torch.randn(11, 32))
+        TritonTemporalAttnProcessor()(attn, torch.randn(3, 7, 32, device=DEVICE),
+                                      torch.randn(3, 4, 32, device=DEVICE), torch.randn(11, 32, device=DEVICE))

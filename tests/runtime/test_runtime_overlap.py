@@ -118,6 +118,22 @@ def test_cuda_overlap_hands_windows_over_with_events():
     assert values == [0.0, 2.0**20, 2 * 2.0**20, 3 * 2.0**20]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="stream ordering needs a GPU")
+def test_cuda_worker_stream_waits_for_work_queued_before_it_started():
+    """A tensor written on the creating thread's stream (behind a ~1 s busy kernel) is read by the
+    worker on its own stream: without the wait the worker reads it before the write lands."""
+    x = torch.zeros(1 << 20, device="cuda")
+    torch.cuda._sleep(2_000_000_000)  # ~1 s of GPU time on the caller's stream, then the write
+    x.fill_(1.0)
+
+    def produce(cancelled):
+        yield x.clone()  # on the worker's stream
+
+    with Overlapped(produce, device="cuda") as windows:
+        (copy,) = list(windows)
+    assert copy.min().item() == 1.0
+
+
 def test_overlap_pays_only_where_the_stages_get_their_own_cores():
     from emo_rt.runtime.overlap import overlap_pays
 

@@ -5,6 +5,12 @@ only when asked for. onnxruntime silently falls back to CPU when a GPU provider 
 the providers each session actually uses are read back (`providers`, and in `name`) and a
 fallback is warned about. Tensors are bound in place (IOBinding on torch memory): no copies on CPU,
 and on CUDA inputs and outputs stay on the GPU.
+
+On CUDA, onnxruntime computes on a stream of its own, which knows nothing of torch's: before a run
+torch's current stream is synchronised, so the inputs torch has just written are complete and the
+output memory `torch.empty` hands out is no longer written by earlier torch work; onnxruntime
+synchronises its own stream at the end of a run (run option "disable_synchronize_execution_providers"
+defaults to "0"), so the outputs are complete when `run` returns.
 """
 
 from __future__ import annotations
@@ -67,15 +73,24 @@ class OrtComponents(EngineComponents):
         return cls(config, records, providers, threads)
 
     def _execute(self, record, inputs, output_shapes):
-        session = self.sessions[record.name]
-        binding = session.io_binding()
-        kind, index = self.device.type, self.device.index or 0
-        for name, x in inputs.items():
-            binding.bind_input(name, kind, index, NP_DTYPES[x.dtype], tuple(x.shape), x.data_ptr())
-        outputs = []
-        for info in record.outputs:
-            out = torch.empty(output_shapes[info.name], dtype=getattr(torch, info.dtype), device=self.device)
-            binding.bind_output(info.name, kind, index, NP_DTYPES[out.dtype], tuple(out.shape), out.data_ptr())
-            outputs.append(out)
-        session.run_with_iobinding(binding)
-        return outputs
+        outputs = {info.name: (output_shapes[info.name], getattr(torch, info.dtype)) for info in record.outputs}
+        return run_bound(self.sessions[record.name], inputs, outputs, self.device)
+
+
+def run_bound(session, inputs: dict[str, torch.Tensor], outputs: dict[str, tuple[tuple[int, ...], torch.dtype]],
+              device: torch.device) -> list[torch.Tensor]:
+    """Run `session` on contiguous torch tensors bound in place, into new tensors of the given
+    (shape, dtype) per output name, all on `device`; returns the outputs in the given order."""
+    binding = session.io_binding()
+    kind, index = device.type, device.index or 0
+    for name, x in inputs.items():
+        binding.bind_input(name, kind, index, NP_DTYPES[x.dtype], tuple(x.shape), x.data_ptr())
+    results = []
+    for name, (shape, dtype) in outputs.items():
+        out = torch.empty(shape, dtype=dtype, device=device)
+        binding.bind_output(name, kind, index, NP_DTYPES[dtype], tuple(shape), out.data_ptr())
+        results.append(out)
+    if device.type == "cuda":  # see the module docstring: onnxruntime's stream does not wait on torch's
+        torch.cuda.current_stream(device).synchronize()
+    session.run_with_iobinding(binding)
+    return results

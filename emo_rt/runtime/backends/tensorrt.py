@@ -1,11 +1,15 @@
 """TrtComponents: the Components interface on TensorRT 10 engines (`tensorrt` imported lazily).
 
-Per engine: one execution context; device buffers for every input and output allocated once, at
-the largest shape its profile allows, with their addresses set once; a call copies inputs into
-the buffers' leading elements, sets the input shapes, enqueues on torch's current stream and
+Per engine: device buffers for every input and output allocated once, at the largest shape its
+profile allows, and shared by the engine's execution contexts (each has their addresses set once);
+a call copies inputs into the buffers' leading elements, runs on torch's current stream and
 returns copies of the outputs (the buffers are reused by the next call). The step network has
-static shapes per guidance batch, so after one warm-up call per batch size it is captured as a
-CUDA graph and replayed: one launch per denoising step instead of hundreds of kernels.
+static shapes per guidance batch, so it is replayed as a CUDA graph per input shape, each graph
+with an execution context of its own: a shape change alters a context's internal state (TensorRT
+completes it in the first enqueue after `set_input_shape`), which a graph captured on that context
+would replay stale. Capture runs in thread-local mode from whichever thread calls (the overlap
+worker) and falls back to plain execution, with one warning, where it fails
+(emo_rt.runtime.cuda_graph).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from emo_rt.config import EmoConfig
 from emo_rt.errors import EmoError
 from emo_rt.runtime.backends.base import EngineComponents
 from emo_rt.runtime.backends.manifest import ENGINE_NAMES, EngineRecord, read_engines
+from emo_rt.runtime.cuda_graph import Capture, GraphCache, capture_cuda_graph
 
 BACKEND = "tensorrt"
 GRAPHED = ("step",)  # engines replayed as CUDA graphs (one per input shape)
@@ -41,17 +46,21 @@ def cuda_device_name(index: int = 0) -> str:
     return f"{torch.cuda.get_device_name(index)} (sm_{major}{minor})"
 
 
-class TrtEngine:
-    """One deserialised engine with its context and its preallocated device buffers."""
+Signature = tuple[tuple[str, tuple[int, ...]], ...]  # (input name, shape) per input, in order
 
-    def __init__(self, trt, runtime, record: EngineRecord, device: torch.device, use_graphs: bool):
+
+class TrtEngine:
+    """One deserialised engine, its preallocated device buffers and its execution contexts: one
+    for plain execution, and one per captured input shape (`graphs`; each context holds its own
+    activation memory, so the step engine keeps two: guidance batch 1 and 2)."""
+
+    def __init__(self, trt, runtime, record: EngineRecord, device: torch.device, use_graphs: bool,
+                 capture: Capture = capture_cuda_graph):
         self.record = record
+        self.device = device
         self.engine = runtime.deserialize_cuda_engine(Path(record.path).read_bytes())
         if self.engine is None:
             raise EmoError(f"TensorRT could not load {record.path}: rebuild it with `emo-rt build-engines`")
-        self.context = self.engine.create_execution_context()
-        self.use_graphs = use_graphs
-        self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         max_sizes = {name: dim["max"] for name, dim in record.dims.items()}
         self.buffers: dict[str, torch.Tensor] = {}
         torch_dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16,
@@ -60,41 +69,69 @@ class TrtEngine:
             dtype = torch_dtypes[self.engine.get_tensor_dtype(info.name)]
             shape = tuple(max_sizes[d] if isinstance(d, str) else d for d in info.shape)
             self.buffers[info.name] = torch.empty(math.prod(shape), dtype=dtype, device=device)
-            self.context.set_tensor_address(info.name, self.buffers[info.name].data_ptr())
+        self.graphs: GraphCache[None] | None = (
+            GraphCache(f"TensorRT {record.name} engine", capture) if use_graphs else None)
+        self._graph_contexts: dict[Signature, object] = {}  # the context each graph was captured on
+        self._eager_context = None  # created on first use: a graphed engine may never need it
 
     def __call__(self, inputs: dict[str, torch.Tensor],
                  output_shapes: dict[str, tuple[int, ...]]) -> list[torch.Tensor]:
-        signature = tuple(tuple(x.shape) for x in inputs.values())
+        signature: Signature = tuple((name, tuple(x.shape)) for name, x in inputs.items())
         for name, x in inputs.items():
             self.buffers[name][: x.numel()].view(x.shape).copy_(x)
-            self.context.set_input_shape(name, tuple(x.shape))
-        stream = torch.cuda.current_stream()
-        graph = self.graphs.get(signature)
-        if graph is not None:
-            graph.replay()
-        else:
-            if not self.context.execute_async_v3(stream.cuda_stream):
-                raise EmoError(f"TensorRT failed to run the {self.record.name} engine")
-            if self.use_graphs:  # this shape has run once (TensorRT's deferred setup is done): capture
-                self.graphs[signature] = self._capture()
+        context = self._run(signature, inputs)
         outputs = []
         for info in self.record.outputs:
-            shape = tuple(self.context.get_tensor_shape(info.name))
+            shape = tuple(context.get_tensor_shape(info.name))
             if shape != output_shapes[info.name]:
                 raise EmoError(f"{self.record.name} engine: {info.name} came out {shape}, expected "
                                f"{output_shapes[info.name]}")
             outputs.append(self.buffers[info.name][: math.prod(shape)].view(shape).clone())
         return outputs
 
-    def _capture(self) -> torch.cuda.CUDAGraph:
-        graph = torch.cuda.CUDAGraph()
-        capture_stream = torch.cuda.Stream()
-        capture_stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.graph(graph, stream=capture_stream):
-            if not self.context.execute_async_v3(capture_stream.cuda_stream):
-                raise EmoError(f"TensorRT failed to capture the {self.record.name} engine in a CUDA graph")
-        torch.cuda.current_stream().wait_stream(capture_stream)
-        return graph
+    def _run(self, signature: Signature, inputs: dict[str, torch.Tensor]):
+        """Run on the current stream: replay `signature`'s graph, or capture one (on a context of
+        its own, after one plain run that also gives this call's outputs), or run plainly. Returns
+        the context whose shapes describe the outputs."""
+        if self.graphs is not None and not self.graphs.failed(signature):
+            captured = self.graphs.get(signature)
+            if captured is not None:
+                captured.replay()
+                return self._graph_contexts[signature]
+            context = self._new_context()
+            self._set_shapes(context, inputs)
+            self._enqueue(context)  # completes the context's per-shape set-up outside the capture
+            if self.graphs.capture(signature, lambda: self._enqueue(context)) is not None:
+                self._graph_contexts[signature] = context
+            return context
+        if self._eager_context is None:
+            self._eager_context = self._new_context()
+        self._set_shapes(self._eager_context, inputs)
+        self._enqueue(self._eager_context)
+        return self._eager_context
+
+    def _new_context(self):
+        context = self.engine.create_execution_context()
+        if context is None:
+            raise EmoError(f"TensorRT could not create an execution context for the {self.record.name} "
+                           "engine (out of GPU memory?)")
+        for name, buffer in self.buffers.items():
+            context.set_tensor_address(name, buffer.data_ptr())
+        return context
+
+    def _set_shapes(self, context, inputs: dict[str, torch.Tensor]) -> None:
+        for name, x in inputs.items():
+            if not context.set_input_shape(name, tuple(x.shape)):
+                raise EmoError(f"{self.record.name} engine: TensorRT refused input {name} of shape "
+                               f"{tuple(x.shape)}")
+
+    def _stream_handle(self) -> int:
+        """torch's current stream on this thread (the capture stream while capturing)."""
+        return torch.cuda.current_stream(self.device).cuda_stream if self.device.type == "cuda" else 0
+
+    def _enqueue(self, context) -> None:
+        if not context.execute_async_v3(self._stream_handle()):
+            raise EmoError(f"TensorRT failed to run the {self.record.name} engine")
 
 
 class TrtComponents(EngineComponents):

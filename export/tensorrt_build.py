@@ -7,7 +7,8 @@
 - TF32 is disabled, so fp32 engines are comparable to torch fp32.
 - One optimisation profile per engine, from the spec's min/opt/max (only dynamic inputs).
 - The timing cache is shared by all builds of one TensorRT version on one device and saved after
-  every build, so rebuilding after a weights change re-times nothing.
+  every build, so rebuilding after a weights change re-times nothing; a cache TensorRT refuses
+  (`set_timing_cache` returns False) is replaced by an empty one, with a warning.
 
 `tensorrt` is imported inside the functions that need it: the rest runs and is tested on CPU.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from pathlib import Path
 
 from emo_rt.errors import EmoError
@@ -96,6 +98,25 @@ def cuda_device_name(index: int = 0) -> str:
     return f"{torch.cuda.get_device_name(index)} (sm_{major}{minor})"
 
 
+def attach_timing_cache(config, path: Path) -> bool:
+    """Attach the timing cache in `path` to a tensorrt.IBuilderConfig (duck-typed: any object with
+    create_timing_cache(bytes) and set_timing_cache(cache, ignore_mismatch) -> bool); returns
+    whether the file's timings are used. set_timing_cache returns False for a cache it refuses
+    (written by another TensorRT version or on another GPU, or damaged): the build then starts from
+    an empty cache, with a warning, and rewrites the file; failing to attach even that is an error."""
+    blob = path.read_bytes() if path.is_file() else b""
+    if blob:
+        cache = config.create_timing_cache(blob)
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return True
+        warnings.warn(f"TensorRT refused the timing cache {path.name} (another TensorRT version or GPU, "
+                      "or a damaged file): every tactic is timed afresh and the file is rewritten",
+                      RuntimeWarning, stacklevel=2)
+    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        raise EmoError("TensorRT could not attach an empty timing cache to the builder config")
+    return False
+
+
 def build_engine(onnx_path: Path, plan_path: Path, spec: ExportSpec, timing_cache: Path) -> dict[str, float]:
     """Parse `onnx_path`, build with `spec`'s profile, write `plan_path` (atomically) and the
     updated timing cache. Returns seconds per stage."""
@@ -122,8 +143,7 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: ExportSpec, timing_cach
         profile = builder.create_optimization_profile()
         apply_profile(profile, spec)
         config.add_optimization_profile(profile)
-    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    attach_timing_cache(config, timing_cache)
 
     started = time.perf_counter()
     plan = builder.build_serialized_network(network, config)

@@ -8,6 +8,8 @@ row // num_frames, so neither the repeat_interleave of the reference nor the con
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import triton
 import triton.language as tl
@@ -23,7 +25,9 @@ from emo_rt.kernels._common import (
     online_softmax_step,
     registers_per_thread,
 )
-from emo_rt.models.attention import Attention
+
+if TYPE_CHECKING:  # annotations only: the kernels import without the model stack (transformers, diffusers)
+    from emo_rt.models.attention import Attention
 
 
 @triton.jit

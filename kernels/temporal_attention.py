@@ -11,6 +11,8 @@ computes only the f kept queries with an online softmax, and writes any output l
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -28,7 +30,9 @@ from emo_rt.kernels._common import (
     online_softmax_step,
     registers_per_thread,
 )
-from emo_rt.models.attention import Attention
+
+if TYPE_CHECKING:  # annotations only: the kernels import without the model stack (transformers, diffusers)
+    from emo_rt.models.attention import Attention
 
 BLOCK_KEYS = 16  # keys per step: n + f is small (16 at sd15), so one or two steps
 

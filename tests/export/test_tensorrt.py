@@ -9,6 +9,8 @@ import json
 
 import pytest
 import torch
+from export_helpers import ALL_ENGINES as ALL
+from export_helpers import PARITY_CASES, check_engine_outputs, perturb_weights
 
 from emo_rt.config import tiny
 from emo_rt.export import build as build_module
@@ -16,9 +18,6 @@ from emo_rt.export import build_engines, tensorrt_build
 from emo_rt.export.specs import export_specs
 from emo_rt.runtime.backends import StaleEngineError
 from emo_rt.runtime.backends import manifest as read_side
-
-from export_helpers import ALL_ENGINES as ALL
-from export_helpers import PARITY_CASES, check_engine_outputs, perturb_weights
 
 H100 = "NVIDIA H100 80GB HBM3 (sm_90)"
 
@@ -61,6 +60,42 @@ def test_timing_cache_is_per_version_and_device(tmp_path):
     assert a.name == "timing-cache.trt10.8.0.nvidia-h100-80gb-hbm3-sm-90.bin"
     assert a != tensorrt_build.timing_cache_path(tmp_path, "10.9.0", H100)
     assert a != tensorrt_build.timing_cache_path(tmp_path, "10.8.0", "NVIDIA L4 (sm_89)")
+
+
+class StubBuilderConfig:
+    """Duck-types IBuilderConfig's timing-cache calls: a cache is its blob, and set_timing_cache
+    accepts the empty cache and `accepted` (returning False otherwise, as TensorRT does for a cache
+    from another version or device)."""
+
+    def __init__(self, accepted: bytes | None = b"timings of this GPU"):
+        self.accepted, self.attached = accepted, None
+
+    def create_timing_cache(self, blob: bytes) -> bytes:
+        return bytes(blob)
+
+    def set_timing_cache(self, cache: bytes, ignore_mismatch: bool) -> bool:
+        assert ignore_mismatch is False
+        if self.accepted is None or cache not in (b"", self.accepted):
+            return False
+        self.attached = cache
+        return True
+
+
+def test_a_timing_cache_tensorrt_refuses_is_replaced_by_an_empty_one(tmp_path):
+    from emo_rt.errors import EmoError
+
+    path = tmp_path / "timing-cache.bin"
+    config = StubBuilderConfig()
+    assert tensorrt_build.attach_timing_cache(config, path) is False and config.attached == b""  # none yet
+    path.write_bytes(b"timings of this GPU")
+    assert tensorrt_build.attach_timing_cache(config, path) is True and config.attached == path.read_bytes()
+    path.write_bytes(b"timings of another GPU")
+    config = StubBuilderConfig()
+    with pytest.warns(RuntimeWarning, match="refused the timing cache timing-cache.bin"):
+        assert tensorrt_build.attach_timing_cache(config, path) is False
+    assert config.attached == b""  # the build goes on with a fresh cache, and rewrites the file
+    with pytest.warns(RuntimeWarning), pytest.raises(EmoError, match="could not attach an empty timing cache"):
+        tensorrt_build.attach_timing_cache(StubBuilderConfig(accepted=None), path)
 
 
 @pytest.fixture

@@ -178,7 +178,7 @@ def test_tensorrt_runtime_without_tensorrt_says_why(model_dir, tmp_path):
 
 def test_tensorrt_engines_match_torch(tiny_model_dir, tiny_model_fp32, tiny_model_fp64, tmp_path):
     """The onnxruntime parity cases on fp32 TensorRT engines (TF32 off), each shape twice: the
-    second call of the step network replays its CUDA graph."""
+    second call of the step network replays its CUDA graph; then the step alternates batch 1 and 2."""
     pytest.importorskip("tensorrt", reason="the tensorrt package is not installed (it comes with the "
                                            "emo-rt[gpu] extra and needs an NVIDIA GPU + driver to build or run)")
     if not torch.cuda.is_available():
@@ -195,3 +195,11 @@ def test_tensorrt_engines_match_torch(tiny_model_dir, tiny_model_fp32, tiny_mode
         for _ in range(2):
             outputs = components.run(name, **dict(zip(spec.input_names, inputs)))
             check_engine_outputs(spec, outputs, inputs, tiny_model_fp32, tiny_model_fp64, sizes)
+    # the step engine switching guidance batch between replays: each shape has a graph (and an
+    # execution context) of its own, so a replay after a switch still computes its own batch
+    spec = specs["step"]
+    for batch in (1, 2, 1, 2):
+        sizes = {"batch": batch}
+        inputs = [x.cuda() for x in spec.sample_inputs(generator=torch.Generator().manual_seed(10 + batch), **sizes)]
+        outputs = components.run("step", **dict(zip(spec.input_names, inputs)))
+        check_engine_outputs(spec, outputs, inputs, tiny_model_fp32, tiny_model_fp64, sizes)

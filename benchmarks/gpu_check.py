@@ -380,10 +380,18 @@ SD15_LEVELS = {40: (320, 4096), 80: (640, 1024), 160: (1280, 256)}
 def part_kernels(out: Path, dry_run: bool, timeout: float) -> None:
     import torch
 
-    from emo_rt.kernels.reference_attention import (reference_attention, reference_attention_reference,
-                                                    reference_attention_resources, reference_tiles)
-    from emo_rt.kernels.temporal_attention import (temporal_attention, temporal_attention_reference,
-                                                   temporal_attention_resources, temporal_tiles)
+    from emo_rt.kernels.reference_attention import (
+        reference_attention,
+        reference_attention_reference,
+        reference_attention_resources,
+        reference_tiles,
+    )
+    from emo_rt.kernels.temporal_attention import (
+        temporal_attention,
+        temporal_attention_reference,
+        temporal_attention_resources,
+        temporal_tiles,
+    )
     from emo_rt.kernels.testing import max_error, reference_inputs, temporal_inputs
 
     rec = Recorder(out, "kernels")
@@ -424,8 +432,8 @@ def part_kernels(out: Path, dry_run: bool, timeout: float) -> None:
                     floor = 8 * torch.finfo(torch.float32).eps * truth.abs().max().item() if dtype_name == "float32" else 0
                     accurate = item["error"] <= 2 * item["control_error"] + floor
                     if cuda:
-                        item["kernel_ms"] = _cuda_ms(lambda: launch(*args, *extra))
-                        item["torch_ms"] = _cuda_ms(lambda: torch_ref(*args, *extra))
+                        item["kernel_ms"] = _cuda_ms(lambda f=launch, a=(*args, *extra): f(*a))
+                        item["torch_ms"] = _cuda_ms(lambda f=torch_ref, a=(*args, *extra): f(*a))
                         fits = item["shared_bytes"] <= rec.data["max_shared_per_block"] and item["spills"] == 0
                     else:
                         fits = tiles.fits()
@@ -479,7 +487,6 @@ def render_run(model, schedule, reference, waveform, *, name: str, attention: st
                graphs: bool, steps: int, cfg: float, warmup_waveform=None) -> tuple[dict, object]:
     """One render (after an untimed warm-up on `warmup_waveform`): its figures and its frames."""
     import numpy as np
-    import torch
 
     from emo_rt.pipeline import EmoPipeline, RenderSettings
     from emo_rt.runtime.components import TorchComponents

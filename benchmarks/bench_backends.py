@@ -36,8 +36,6 @@ from emo_rt.runtime.components import TorchComponents
 from emo_rt.schedulers import noise_schedule
 
 
-
-
 def component_latency(model: EmoModel, ort, repeats: int) -> list[dict]:
     rows = []
     for name, spec in export_specs(model.config).items():

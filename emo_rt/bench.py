@@ -23,9 +23,11 @@ import numpy as np
 import torch
 
 from emo_rt.errors import EmoError, WeightsError
-from emo_rt.io.image import FaceBox, Reference, prepare_reference
+from emo_rt.eval import metrics
+from emo_rt.io.files import write_json_atomic
+from emo_rt.io.image import FaceBox, prepare_reference
 from emo_rt.io.video import VideoWriter
-from emo_rt.pipeline import EmoPipeline, RenderSettings
+from emo_rt.pipeline import EmoPipeline, Inputs, RenderSettings, StageTimer, write_video
 from emo_rt.runtime.components import Components, TorchComponents
 from emo_rt.schedulers import noise_schedule
 
@@ -96,26 +98,22 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+def video_psnr(frames: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR (dB) of a whole video (N, R, R, 3) against another: one MSE over every pixel of every frame."""
+    n, r, _, c = frames.shape
+    return float(metrics.psnr(frames.reshape(1, n * r, r, c), reference.reshape(1, n * r, r, c), cap_db=200.0)[0])
 
 
 # ---- inputs ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Media:
-    reference: Reference
-    waveform: np.ndarray  # (S,) 16 kHz
-
-
-def synthetic_media(resolution: int, seconds: float, sample_rate: int = 16000) -> Media:
+def synthetic_media(resolution: int, seconds: float, sample_rate: int = 16000) -> Inputs:
     """A smooth portrait-sized image with the face box given, and speech-like audio (3 Hz syllables)."""
     y, x = np.mgrid[:resolution, :resolution] / resolution
     image = (np.stack([0.3 + 0.4 * x, 0.4 + 0.2 * y, 0.6 - 0.3 * x], -1) * 255).astype(np.uint8)
     box = FaceBox(resolution // 4, resolution // 5, resolution // 2, resolution * 3 // 5)
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     wave = 0.3 * (np.sin(2 * np.pi * 3 * t) > 0) * np.sin(2 * np.pi * 180 * t)
-    return Media(prepare_reference(image, resolution, face_box=box), wave.astype(np.float32))
+    wave = wave.astype(np.float32)
+    return Inputs(prepare_reference(image, resolution, face_box=box), wave, wave, sample_rate)
 
 
 class ComponentProbe:
@@ -185,48 +183,21 @@ def component_latency(probe: ComponentProbe, repeats: int, scratch: Path) -> dic
 
 
 # ---- end-to-end renders --------------------------------------------------------------------------------
-def timed_render(pipeline: EmoPipeline, media: Media, settings: RenderSettings, out_path: Path) -> dict:
-    """One render into an mp4: frames, wall and CPU seconds, and with overlap off the time of each
-    stage (denoise includes audio features and the reference, encode includes closing the file)."""
-    config = pipeline.config
-    stages = {"denoise": 0.0, "decode": 0.0, "encode": 0.0}
-    chunks = []
+def timed_render(pipeline: EmoPipeline, media: Inputs, settings: RenderSettings, out_path: Path) -> dict:
+    """One render into an mp4 (`write_video`, the render loop): frames, wall and CPU seconds, and with
+    overlap off the time of each stage (denoise includes audio features and the reference, encode
+    includes closing the file)."""
+    chunks: list[np.ndarray] = []
+    timer = StageTimer()
     started, cpu_started = time.perf_counter(), time.process_time()
-    video = VideoWriter(out_path, config.fps, config.resolution, media.waveform, config.audio.sample_rate)
-    if settings.overlap:
-        windows = pipeline(media.reference, media.waveform, settings)
-    else:
-        windows = pipeline.denoised_windows(media.reference, media.waveform, settings)
-    try:
-        while True:
-            mark = time.perf_counter()
-            item = next(windows, None)  # overlap: decoded frames; sequential: latents
-            if item is None:
-                break
-            if not settings.overlap:
-                stages["denoise"] += time.perf_counter() - mark
-                mark = time.perf_counter()
-                item = pipeline.decode_window(item)
-                stages["decode"] += time.perf_counter() - mark
-            mark = time.perf_counter()
-            video.write(item)
-            stages["encode"] += time.perf_counter() - mark
-            chunks.append(item)
-        mark = time.perf_counter()
-        video.close()
-        stages["encode"] += time.perf_counter() - mark
-    except BaseException:
-        video.abort()
-        raise
-    finally:
-        windows.close()  # overlap: stops the worker if we stopped early
+    write_video(pipeline, media, settings, out_path, timer=timer, on_frames=lambda first, frames: chunks.append(frames))
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     frames = np.concatenate(chunks)
     # cores_used = CPU seconds of all our threads / wall seconds: what the machine gave this render
     row = {"frames": len(frames), "seconds": wall, "frames_per_second": len(frames) / wall,
-           "real_time_factor": wall / (len(frames) / config.fps), "cpu_seconds": cpu, "cores_used": cpu / wall}
+           "real_time_factor": wall / (len(frames) / pipeline.config.fps), "cpu_seconds": cpu, "cores_used": cpu / wall}
     if not settings.overlap:
-        row["stages"] = stages
+        row["stages"] = timer.seconds
     return {"row": row, "frames": frames}
 
 
@@ -312,7 +283,6 @@ def machine() -> dict:
 def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(), out_dir: str | Path = "bench",
               progress: Callable[[str], None] = lambda message: None) -> dict:
     """Measure everything (see the module docstring); write bench.json and bench.png to `out_dir`."""
-    import json
 
     from emo_rt.models import EmoModel
     from emo_rt.runtime.reference_cache import ReferenceCache, weights_key
@@ -391,7 +361,7 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(), out
         for name in backends}
     result["summary"] = summarise(result, options)
     result["load_average_end"] = os.getloadavg()
-    (out_dir / "bench.json").write_text(json.dumps(result, indent=2, default=str, allow_nan=False) + "\n")
+    write_json_atomic(out_dir / "bench.json", result, indent=2, default=str, allow_nan=False)
     plot(result, out_dir / "bench.png")
     scratch_dir.cleanup()
     return result
@@ -415,7 +385,7 @@ def _bf16(model_dir: Path, result: dict) -> TorchComponents | None:
     return None
 
 
-def render_levers(chosen: list[Lever], components: dict[str, Components], model_dir: Path, media: Media,
+def render_levers(chosen: list[Lever], components: dict[str, Components], model_dir: Path, media: Inputs,
                   rounds: int, scratch: Path, progress: Callable[[str], None]) -> list[dict]:
     """One row per lever: `rounds` interleaved rounds, each row its fastest round (the least
     disturbed by other jobs); PSNR against the first lever's (the eager baseline's) frames."""
@@ -438,7 +408,7 @@ def render_levers(chosen: list[Lever], components: dict[str, Components], model_
                    "threads": lever.threads or default_threads, **run["row"]}
             if lever.comparable:  # JSON has no infinity: identical frames are said so, with no PSNR
                 row["identical_to_eager"] = bool(np.array_equal(run["frames"], baseline_frames))
-                row["psnr_vs_eager_db"] = None if row["identical_to_eager"] else psnr(run["frames"], baseline_frames)
+                row["psnr_vs_eager_db"] = None if row["identical_to_eager"] else video_psnr(run["frames"], baseline_frames)
             previous = rows.get(lever.name)
             row["seconds_each_round"] = (previous["seconds_each_round"] if previous else []) + [row["seconds"]]
             if previous is None or row["seconds"] < previous["seconds"]:

@@ -1,57 +1,159 @@
-"""The `emo-rt` command line: parses arguments and calls the API, nothing more."""
+"""The `emo-rt` command line: parses arguments and calls the API, nothing more.
+
+Every command shares one error path (`main`): an `EmoError` is one `emo-rt: error: ...` line and
+exit 2, Ctrl-C exit 130, SIGTERM exit 143; outputs are written under temporary names, so an error or
+a signal leaves nothing half-written behind.
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
+from emo_rt import arguments as a
 from emo_rt.errors import EmoError
 
 
-def _render(args: argparse.Namespace) -> int:
-    import torch
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt, so every cleanup runs."""
 
-    from emo_rt.pipeline import EmoPipeline, RenderSettings, render
 
-    speed = args.speed
-    if speed is not None:
-        try:
-            speed = float(speed)
-        except ValueError:
-            speed = Path(speed)
-    if args.engines is not None and args.backend == "torch":
-        raise EmoError("--engines is for --backend onnxruntime or tensorrt (torch runs the weights themselves)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+# ---- render ---------------------------------------------------------------------------------
+def _render(args) -> int:
+    from emo_rt.pipeline import EmoPipeline, render
+    from emo_rt.runtime.overlap import overlap_pays
     from emo_rt.runtime.reference_cache import cache_dir_option
 
+    torch = _torch(args.threads)
+    if args.engines is not None and args.backend == "torch":
+        raise EmoError("--engines is for --backend onnxruntime or tensorrt (torch runs the weights themselves)")
     pipeline = EmoPipeline.from_pretrained(args.weights, dtype=getattr(torch, args.dtype),
-                                           device=args.device or ("cuda" if _cuda() else "cpu"),
-                                           attention=args.attention, backend=args.backend,
-                                           engine_dir=args.engines,
-                                           reference_cache=cache_dir_option(args.reference_cache))
+                                           device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                                           attention=args.attention, backend=args.backend, engine_dir=args.engines,
+                                           reference_cache=cache_dir_option(args.reference_cache),
+                                           cuda_graphs=args.cuda_graphs)
     if not args.quiet:
         print(f"backend: {pipeline.components.name}")  # onnxruntime: the providers its sessions really use
     if args.resolution is not None and args.resolution != pipeline.config.resolution:
         raise EmoError(f"--resolution {args.resolution}: these weights render at {pipeline.config.resolution}")
     if args.fps is not None and args.fps != pipeline.config.fps:
         raise EmoError(f"--fps {args.fps}: these weights were trained at {pipeline.config.fps} fps")
-    from emo_rt.runtime.overlap import overlap_pays
-
     device = getattr(pipeline.components, "device", "cpu")
     overlap = args.overlap or (not args.no_overlap and overlap_pays(device, torch.get_num_threads()))
-    settings = RenderSettings(scheduler=args.scheduler, steps=args.steps, cfg=args.cfg, guide=args.guide,
-                              start=args.start, speed=speed, seed=args.seed, batch_guidance=not args.separate_guidance, overlap=overlap)
+    settings = _render_settings(args, speed=args.speed, batch_guidance=not args.separate_guidance, overlap=overlap)
     stats = render(args.image, args.audio, args.output, pipeline, settings, face_box=args.face_box,
                    no_crop=args.no_crop, preview=args.preview, show_progress=not args.quiet)
     print(f"wrote {args.output}: {stats.line()} ({pipeline.components.name})")
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
+def _render_settings(args, **more):
+    from emo_rt.pipeline import RenderSettings
+
+    return RenderSettings(scheduler=args.scheduler, steps=args.steps, cfg=args.cfg, start=args.start, seed=args.seed,
+                          **more)
+
+
+def _torch(threads: int | None):
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    return torch
+
+
+# ---- engines, models, data ------------------------------------------------------------------
+def _build_engines(args) -> int:
+    from emo_rt.export import build_engines
+    from emo_rt.pipeline import default_model_dir
+
+    weights = args.weights if args.weights is not None else default_model_dir()
+    print(build_engines(weights, args.backend, args.precision, args.out, progress=not args.quiet).summary())
+    return 0
+
+
+def _new_model(args) -> int:
+    from emo_rt.config import PRESETS
+    from emo_rt.models import EmoModel
+
+    _torch(None).manual_seed(args.seed)
+    model = EmoModel(PRESETS[args.preset]())
+    if args.sd15_unet:
+        from emo_rt.models.weights import import_sd15_unet
+        print(import_sd15_unet(model, args.sd15_unet).summary())
+    if args.animatediff:
+        from emo_rt.models.weights import import_animatediff
+        print(import_animatediff(model, args.animatediff).summary())
+    model.save_pretrained(args.out)
+    print(f"wrote {args.out} ({args.preset}, random init seed {args.seed} where not imported)")
+    return 0
+
+
+def _info(args) -> int:
+    from emo_rt.config import PRESETS
+    from emo_rt.models import EmoModel
+
+    torch = _torch(None)
+    print(f"{'preset':8} " + " ".join(f"{p:>15}" for p in EmoModel.PARTS) + f" {'total':>9}")
+    for name, preset in PRESETS.items():
+        with torch.device("meta"):
+            model = EmoModel(preset())
+        counts = [sum(p.numel() for p in getattr(model, part).parameters()) for part in EmoModel.PARTS]
+        print(f"{name:8} " + " ".join(f"{c / 1e6:14.2f}M" for c in counts) + f" {sum(counts) / 1e6:8.1f}M")
+    return 0
+
+
+def _synth_data(args) -> int:
+    from emo_rt.training.data.synth import generate_corpus
+
+    seconds = args.seconds[0] if len(args.seconds) == 1 else tuple(args.seconds)
+    manifest = generate_corpus(Path(args.out), args.clips, args.seed, size=args.size, seconds=seconds,
+                               workers=args.workers or os.cpu_count(), progress=not args.quiet)
+    print(f"wrote {manifest}")
+    return 0
+
+
+def _preprocess(args) -> int:
+    from emo_rt.training.data.preprocess import preprocess
+
+    report = preprocess(args.input, args.out, args.resolution, args.workers, require_audio=not args.no_audio,
+                        progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
+def _train(args) -> int:
+    from emo_rt.training.trainer import train
+
+    print(train(args.recipe, args.stage, args.data, args.out, args.resume, progress=not args.no_progress))
+    return 0
+
+
+# ---- measuring --------------------------------------------------------------------------------
+def _eval(args) -> int:
+    import time
+
+    from emo_rt.eval import EvalSettings, run_eval
+    from emo_rt.eval.report import table
+
+    _torch(args.threads)
+    settings = EvalSettings(render=_render_settings(args), clips=args.clips, clip_seconds=args.clip_seconds,
+                            split=args.split, reference_frame=args.reference_frame,
+                            drift_seconds=args.drift_seconds, speeds=args.speeds, speed_seconds=args.speed_seconds)
+    started = time.perf_counter()
+    report, paths = run_eval(args.data, args.corpus, args.out, args.weights, settings, backend=args.backend,
+                             engines=args.engines, evaluator_dir=args.evaluator, progress=not args.quiet)
+    print(table(report))
+    print(f"wrote {paths['json']}, {paths['md'].name}, {paths['png'].name} in {time.perf_counter() - started:.1f} s "
+          f"({report['timings']['rendered_frames']} frames rendered in {report['timings']['render_seconds']:.1f} s)")
+    return 0
+
+
+def _bench(args) -> int:
     import json
     import tempfile
 
@@ -71,145 +173,60 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_engines(args: argparse.Namespace) -> int:
-    from emo_rt.export import build_engines
-    from emo_rt.pipeline import default_model_dir
+# ---- release steps ----------------------------------------------------------------------------
+def _ship(args) -> int:
+    from emo_rt.training.release.ship import ship
 
-    weights = args.weights if args.weights is not None else default_model_dir()
-    report = build_engines(weights, args.backend, args.precision, args.out, progress=not args.quiet)
-    print(report.summary())
+    ship(args.run, args.out, args.max_mb, args.stage)
     return 0
 
 
-def _new_model(args: argparse.Namespace) -> int:
-    import torch
+def _model_card(args) -> int:
+    from emo_rt.training.release.model_card import write_card
 
-    from emo_rt.config import PRESETS
-    from emo_rt.models import EmoModel
-
-    torch.manual_seed(args.seed)
-    model = EmoModel(PRESETS[args.preset]())
-    if args.sd15_unet:
-        from emo_rt.models.weights import import_sd15_unet
-        print(import_sd15_unet(model, args.sd15_unet).summary())
-    if args.animatediff:
-        from emo_rt.models.weights import import_animatediff
-        print(import_animatediff(model, args.animatediff).summary())
-    model.save_pretrained(args.out)
-    print(f"wrote {args.out} ({args.preset}, random init seed {args.seed} where not imported)")
+    print(f"wrote {write_card(args.model, args.report, args.corpus, args.notes)}")
     return 0
 
 
-def _synth_data(args: argparse.Namespace) -> int:
-    from emo_rt.training.data.synth import generate_corpus
+def _train_evaluator(args) -> int:
+    from emo_rt.training.release.train_evaluator import run
 
-    seconds = args.seconds[0] if len(args.seconds) == 1 else tuple(args.seconds)
-    manifest = generate_corpus(Path(args.out), args.clips, args.seed, size=args.size, seconds=seconds,
-                               workers=args.workers or os.cpu_count(), progress=not args.quiet)
-    print(f"wrote {manifest}")
+    _torch(args.threads)
+    result = run(args.data, args.corpus, args.out, args.steps, args.batch, args.lr, args.seed,
+                 figures_only=args.figures_only, progress=not args.quiet, part=args.part,
+                 identity_data=args.identity_data or [], identity_steps=args.identity_steps)
+    auc = (result.get("identity_figures") or {}).get("test", {}).get("auc")
+    print(f"wrote {args.out or 'the shipped evaluator'}: test mouth_open r {result['test']['mouth_open']['r']:.3f}"
+          + (f", identity ROC AUC {auc:.4f}" if auc is not None else ""))
     return 0
 
 
-def _preprocess(args: argparse.Namespace) -> int:
-    from emo_rt.training.data.preprocess import preprocess
+# ---- the parser -------------------------------------------------------------------------------
+def _add_render_options(p, steps: int, cfg: float) -> None:
+    """How a video is rendered (RenderSettings): shared by render and eval, which differ in defaults."""
+    from emo_rt.schedulers import SCHEDULERS
 
-    report = preprocess(args.input, args.out, args.resolution, args.workers, require_audio=not args.no_audio,
-                        progress=not args.quiet)
-    print(report.summary())
-    return 0
-
-
-def _info(args: argparse.Namespace) -> int:
-    import torch
-
-    from emo_rt.config import PRESETS
-    from emo_rt.models import EmoModel
-
-    print(f"{'preset':8} " + " ".join(f"{p:>15}" for p in EmoModel.PARTS) + f" {'total':>9}")
-    for name, preset in PRESETS.items():
-        with torch.device("meta"):
-            model = EmoModel(preset())
-        counts = [sum(p.numel() for p in getattr(model, part).parameters()) for part in EmoModel.PARTS]
-        print(f"{name:8} " + " ".join(f"{c / 1e6:14.2f}M" for c in counts) + f" {sum(counts) / 1e6:8.1f}M")
-    return 0
-
-
-def _eval(args: argparse.Namespace) -> int:
-    import time
-
-    from emo_rt.eval import EvalSettings, run_eval
-
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    speeds = None
-    if args.speeds is not None:
-        try:
-            speeds = tuple(float(v) for v in args.speeds.split(",") if v.strip())
-        except ValueError:
-            raise EmoError(f"--speeds {args.speeds!r}: give comma-separated head speeds in deg/frame") from None
-    settings = EvalSettings(clips=args.clips, clip_seconds=args.clip_seconds, split=args.split,
-                            scheduler=args.scheduler, steps=args.steps, cfg=args.cfg, guide=args.guide,
-                            start=args.start, seed=args.seed, reference_frame=args.reference_frame, drift_seconds=args.drift_seconds,
-                            speeds=speeds, speed_seconds=args.speed_seconds)
-    started = time.perf_counter()
-    report, paths = run_eval(args.data, args.corpus, args.out, args.weights, settings, backend=args.backend,
-                             engines=args.engines, evaluator_dir=args.evaluator, progress=not args.quiet)
-    from emo_rt.eval.report import table
-
-    print(table(report))
-    print(f"wrote {paths['json']}, {paths['md'].name}, {paths['png'].name} in {time.perf_counter() - started:.1f} s "
-          f"({report['timings']['rendered_frames']} frames rendered in {report['timings']['render_seconds']:.1f} s)")
-    return 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    from emo_rt.training.command import add_arguments
-
-    add_arguments(parser)
-
-
-def _train(args: argparse.Namespace) -> int:
-    from emo_rt.training.trainer import run
-
-    return run(args)
-
-
-def _add_window_options(p: argparse.ArgumentParser) -> None:
-    """--guide and --start, shared by render and eval (RenderSettings.guide / .start)."""
-    p.add_argument("--guide", default="all", choices=["all", "audio"],
-                   help="what guidance amplifies: all (reference + audio, default) or audio (keeps the reference "
-                        "in the unconditional pass)")
+    p.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS), help="sampler (default ddim)")
+    p.add_argument("--steps", type=a.STEPS, default=steps, help=f"denoising steps per window, 1-1000 (default {steps})")
+    p.add_argument("--cfg", type=a.CFG, default=cfg,
+                   help=f"guidance scale on reference + audio, 0-30; 1 disables it (default {cfg:g})")
     p.add_argument("--start", default="reference", choices=["reference", "noise"],
                    help="each window's first latents: the reference's latents noised to the first timestep "
                         "(default) or pure noise")
+    p.add_argument("--seed", type=a.SEED, default=0)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emo-rt", description="EMO-style audio-driven portrait video, fast.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_render(sub) -> None:
     p = sub.add_parser("render", help="portrait + audio -> talking-head mp4 with the audio muxed")
     p.add_argument("image", help="reference portrait (png/jpg/webp)")
     p.add_argument("audio", help="speech or song (wav/flac/mp3/m4a/ogg)")
     p.add_argument("-o", "--output", default="out.mp4", help="output mp4 (default: out.mp4)")
     p.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
-    p.add_argument("--scheduler", default="ddim", help="ddim (default), ddpm, dpm++, euler, unipc")
-    p.add_argument("--steps", type=int, default=40, help="denoising steps per window (default 40)")
-    p.add_argument("--cfg", type=float, default=3.5, help="guidance scale (--guide); 1.0 disables it")
-    _add_window_options(p)
-    p.add_argument("--speed", help="head speed in deg/frame, or a file of per-second values")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fps", type=int, help="must match the weights (25 for all presets)")
-    p.add_argument("--resolution", type=int, help="must match the weights")
-    p.add_argument("--face-box", help="x,y,w,h of the face in the image (skips detection)")
+    _add_render_options(p, steps=40, cfg=3.5)
+    p.add_argument("--speed", type=a.speed, help="head speed in deg/frame (0-10), or a file of per-second values")
+    p.add_argument("--fps", type=a.integer(1, 1000), help="must match the weights (25 for all presets)")
+    p.add_argument("--resolution", type=a.integer(8, 8192), help="must match the weights")
+    p.add_argument("--face-box", type=a.face_box, help="x,y,w,h of the face in the image (skips detection)")
     p.add_argument("--no-crop", action="store_true", help="use the whole image (already face-centred)")
     p.add_argument("--preview", help="also write a contact sheet PNG of frames here")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -220,12 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what runs the networks: torch (default) or the engines in --engines")
     p.add_argument("--engines", help="engine directory from `emo-rt build-engines` (onnxruntime/tensorrt; "
                                      "--dtype float32 or float16 picks fp32 or fp16 engines)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
+    p.add_argument("--threads", type=a.THREADS, help="torch intra-op threads (default: torch's, one per core)")
     overlap = p.add_mutually_exclusive_group()
     overlap.add_argument("--overlap", action="store_true",
                          help="decode and encode each window alongside the next one's denoising (same frames); "
                               "default: on with CUDA, on CPU only when --threads is at most half the cores")
     overlap.add_argument("--no-overlap", action="store_true", help="never overlap (see --overlap)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay the denoising step as CUDA graphs (torch and tensorrt on CUDA; eager where capture fails)")
     p.add_argument("--separate-guidance", action="store_true",
                    help="guidance as two Backbone passes instead of one batch of 2 (less memory, slower)")
     p.add_argument("--reference-cache", metavar="DIR|off",
@@ -234,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_render)
 
+
+def _add_models(sub) -> None:
     p = sub.add_parser("build-engines", help="export the networks to ONNX / TensorRT engines for render --backend")
     p.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
@@ -246,34 +267,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("new-model", help="write a model directory with random init (or imported weights)")
     p.add_argument("out")
     p.add_argument("--preset", default="tiny", choices=["tiny", "sd15"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=a.SEED, default=0)
     p.add_argument("--sd15-unet", help="SD1.5 UNet weights (diffusers dir or single .safetensors)")
     p.add_argument("--animatediff", help="AnimateDiff motion module weights (MotionAdapter dir or mm_sd_v15_v2.ckpt)")
     p.set_defaults(run=_new_model)
 
+    p = sub.add_parser("info", help="parameter counts of the presets")
+    p.set_defaults(run=_info)
+
+
+def _add_data_and_training(sub) -> None:
     p = sub.add_parser("synth-data", help="generate the synthetic talking-head corpus (mp4 + wav + ground truth)")
     p.add_argument("out")
-    p.add_argument("--clips", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=256, help="frame side in pixels (default 256)")
-    p.add_argument("--seconds", type=float, nargs="+", default=[5.0], help="clip length, or MIN MAX")
-    p.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
+    p.add_argument("--clips", type=a.integer(1, 1_000_000), default=100)
+    p.add_argument("--seed", type=a.SEED, default=0)
+    p.add_argument("--size", type=a.integer(64, 2048), default=256, help="frame side in pixels, 64-2048 (default 256)")
+    p.add_argument("--seconds", type=a.number(0.0, 600.0, above=True), nargs="+", default=[5.0],
+                   help="clip length, or MIN MAX (seconds, > 0 and <= 600)")
+    p.add_argument("--workers", type=a.integer(1, 256), help="parallel processes (default: all cores)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(run=_synth_data)
 
     p = sub.add_parser("preprocess", help="videos (HDTF/VFHQ layout) -> training shards")
     p.add_argument("input", help="folder of videos (with audio), or of videos/frame folders (--no-audio)")
     p.add_argument("out", help="output folder for shards, index.json and report.json (resumable)")
-    p.add_argument("--resolution", type=int, default=128)
-    p.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
+    p.add_argument("--resolution", type=a.integer(32, 2048), default=128, help="crop side in pixels (default 128)")
+    p.add_argument("--workers", type=a.integer(1, 256), help="parallel processes (default: all cores)")
     p.add_argument("--no-audio", action="store_true", help="stage-1 image data: keep clips without audio")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(run=_preprocess)
 
     p = sub.add_parser("train", help="one stage (0-3) of a training recipe; resumable; DDP under torchrun")
-    _train_arguments(p)
+    p.add_argument("--recipe", required=True, help="training/recipes/<name>.yaml, or a shipped recipe's name")
+    p.add_argument("--stage", required=True, type=int, choices=(0, 1, 2, 3))
+    p.add_argument("--data", required=True, help="preprocessed shards (emo-rt preprocess OUT)")
+    p.add_argument("--out", required=True, help="run directory shared by the stages")
+    p.add_argument("--resume", action="store_true", help="continue from the stage's latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)
 
+
+def _add_measuring(sub) -> None:
     p = sub.add_parser("eval", help="render held-out clips and score lip sync, expression, identity, "
                                     "flicker, drift and speed control against ground truth")
     p.add_argument("--data", required=True, help="preprocessed shards (`emo-rt preprocess`) of a synthetic corpus")
@@ -285,21 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engines", help="engine directory from `emo-rt build-engines` (onnxruntime/tensorrt)")
     p.add_argument("--evaluator", help="face evaluator directory (default: the one shipped with emo-rt)")
     p.add_argument("--split", default="test", help="held-out split to render (default: test)")
-    p.add_argument("--clips", type=int, default=2, help="clips rendered (default 2)")
-    p.add_argument("--clip-seconds", type=float, help="cut each clip to this many seconds (default: whole clips)")
-    p.add_argument("--scheduler", default="ddim")
-    p.add_argument("--steps", type=int, default=8, help="denoising steps per window (default 8)")
-    p.add_argument("--cfg", type=float, default=1.0, help="guidance (default 1.0: none, one Backbone pass per step)")
-    _add_window_options(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--reference-frame", type=int, default=0, help="the clip frame used as the reference (default 0)")
-    p.add_argument("--drift-seconds", type=float, default=10.0,
-                   help="length of the drift render of concatenated test audio (default 10; the issue's figure "
-                        "is over 60; 0 skips it)")
-    p.add_argument("--speeds", help="comma-separated --speed values for speed control (default: the lowest, middle and "
-                                    "highest speed bucket of --data, else of the model)")
-    p.add_argument("--speed-seconds", type=float, default=2.0, help="audio per speed render (default 2; 0 skips)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
+    p.add_argument("--clips", type=a.integer(1, 100_000), default=2, help="clips rendered (default 2)")
+    p.add_argument("--clip-seconds", type=a.number(0.0, None, above=True),
+                   help="cut each clip to this many seconds (default: whole clips)")
+    _add_render_options(p, steps=8, cfg=1.0)
+    p.add_argument("--reference-frame", type=a.integer(0), default=0, help="the clip frame used as the reference")
+    p.add_argument("--drift-seconds", type=a.number(0.0, 3600.0), default=10.0,
+                   help="length of the drift render of concatenated test audio (default 10; 0 skips it)")
+    p.add_argument("--speeds", type=a.numbers(0.0, 10.0),
+                   help="comma-separated --speed values for speed control (default: the lowest, middle and "
+                        "highest speed bucket of --data, else of the model)")
+    p.add_argument("--speed-seconds", type=a.number(0.0, 600.0), default=2.0,
+                   help="audio per speed render (default 2; 0 skips)")
+    p.add_argument("--threads", type=a.THREADS, help="torch intra-op threads (default: torch's, one per core)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_eval)
 
@@ -311,28 +343,81 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backends to measure, repeatable (default: torch and onnxruntime; torch always runs)")
     p.add_argument("--engines", help="onnxruntime fp32 engine directory (default: built in a temp dir, not with --quick)")
     p.add_argument("--quick", action="store_true", help="the short CI run: 1 s of audio, 2 steps, fewer levers")
-    p.add_argument("--seconds", type=float, help="audio length of each end-to-end render (default 2, quick 1)")
-    p.add_argument("--steps", type=int, help="denoising steps of the renders (default 4, quick 2)")
-    p.add_argument("--cfg", type=float, help="guidance of the renders (default 3.5)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--rounds", type=int, help="interleaved rounds of the renders, best kept (default 2, quick 1)")
+    p.add_argument("--seconds", type=a.number(0.0, 600.0, above=True),
+                   help="audio length of each end-to-end render (default 2, quick 1)")
+    p.add_argument("--steps", type=a.STEPS, help="denoising steps of the renders (default 4, quick 2)")
+    p.add_argument("--cfg", type=a.CFG, help="guidance of the renders (default 3.5)")
+    p.add_argument("--threads", type=a.THREADS, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--rounds", type=a.integer(1, 100), help="interleaved rounds of the renders, best kept (default 2, quick 1)")
     p.add_argument("--out", default="bench", help="output directory for bench.json and bench.png (default: ./bench)")
     p.add_argument("--json", action="store_true", help="also print the JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no stage messages")
     p.set_defaults(run=_bench)
 
-    p = sub.add_parser("info", help="parameter counts of the presets")
-    p.set_defaults(run=_info)
+
+def _add_release(sub) -> None:
+    p = sub.add_parser("ship", help="release step: a finished run's model as a shipped model (fp16, size-capped)")
+    p.add_argument("run", help="run directory of `emo-rt train` (RUN/stage3/model is shipped)")
+    p.add_argument("out", help="destination model directory, e.g. emo_rt/default_model")
+    p.add_argument("--max-mb", type=a.number(0.0, None, above=True), default=25.0, help="size limit (default 25)")
+    p.add_argument("--stage", type=int, choices=(0, 1, 2, 3), default=3, help="ship this stage's model (default 3)")
+    p.set_defaults(run=_ship)
+
+    p = sub.add_parser("model-card", help="release step: a shipped model's README.md from its measurements")
+    p.add_argument("model", help="shipped model directory, e.g. emo_rt/default_model")
+    p.add_argument("--report", required=True, help="`emo-rt eval` report folder (its report.json)")
+    p.add_argument("--corpus", required=True, help="the corpus folder (`emo-rt synth-data`; its manifest.json)")
+    p.add_argument("--notes", help="a Markdown file appended to the card (what was seen beyond the table)")
+    p.set_defaults(run=_model_card)
+
+    p = sub.add_parser("train-evaluator", help="release step: train the face evaluator on a corpus's train split")
+    p.add_argument("--data", required=True, help="preprocessed shards of a synthetic corpus")
+    p.add_argument("--corpus", required=True, help="the synthetic corpus folder (clips/<id>.json sidecars)")
+    p.add_argument("--out", help="evaluator directory (default: the one shipped in the package)")
+    p.add_argument("--steps", type=a.integer(1), default=2500)
+    p.add_argument("--batch", type=a.integer(1, 4096), default=64)
+    p.add_argument("--lr", type=a.number(0.0, 1.0, above=True), default=3e-3)
+    p.add_argument("--seed", type=a.SEED, default=0)
+    p.add_argument("--threads", type=a.THREADS, default=1)
+    p.add_argument("--part", default="all", choices=["all", "labels", "identity"],
+                   help="what to train: the label network, the identity embedding, or both (default)")
+    p.add_argument("--identity-data", nargs=2, action="append", metavar=("SHARDS", "CORPUS"),
+                   help="another corpus whose train-split identities the identity embedding also learns (repeatable)")
+    p.add_argument("--identity-steps", type=a.integer(1), default=3000)
+    p.add_argument("--figures-only", action="store_true",
+                   help="no training: recompute the val/test figures and the card of the weights in --out")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(run=_train_evaluator)
+
+
+def build_parser() -> a.Parser:
+    parser = a.Parser(prog="emo-rt", description="EMO-style audio-driven portrait video, fast.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_render(sub)
+    _add_models(sub)
+    _add_data_and_training(sub)
+    _add_measuring(sub)
+    _add_release(sub)
     return parser
+
+
+# ---- the one error path -------------------------------------------------------------------------
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a bad argument (2, its one line already printed)
+        return int(exit_.code or 0)
     if args.command is None:
         parser.print_help()
         return 0
-    warnings.formatwarning = lambda message, category, *a, **k: f"emo-rt: warning: {message}\n"
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"emo-rt: warning: {message}\n"
+    main_thread = threading.current_thread() is threading.main_thread()  # signals reach only that one
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return int(args.run(args) or 0)
     except EmoError as err:
@@ -341,6 +426,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("emo-rt: interrupted (no partial output was kept)", file=sys.stderr)
         return 130
+    except Terminated:
+        print("emo-rt: terminated (no partial output was kept)", file=sys.stderr)
+        return 143
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

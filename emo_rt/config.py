@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from emo_rt.errors import WeightsError
+from emo_rt.parse import ParseError, parse
 
 
 @dataclass(frozen=True)
@@ -76,18 +76,10 @@ class AudioConfig:
     feature_layers: tuple[int, ...] = tuple(range(1, 13))
     # one more row after the wav2vec2 layers: per-frame pitch, voicing, loudness (models/prosody.py)
     prosody: bool = False
-    # > 0 (needs prosody): one more row, the pitch rise held with this decay per frame (models/prosody.py)
-    prosody_hold: float = 0.0
     context_frames: int = 2  # m: frame t sees audio features of frames t-m..t+m
     projector_hidden: int = 512
     num_tokens: int = 32  # audio tokens per frame
     token_dim: int = 768  # audio cross-attention context dim
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.prosody_hold < 1:
-            raise ValueError(f"audio.prosody_hold is a per-frame decay in [0, 1), got {self.prosody_hold}")
-        if self.prosody_hold > 0 and not self.prosody:
-            raise ValueError("audio.prosody_hold needs audio.prosody (the held pitch comes from the prosody row)")
 
     @property
     def samples_per_feature(self) -> int:
@@ -95,12 +87,12 @@ class AudioConfig:
 
     @property
     def num_feature_rows(self) -> int:
-        """L in the encoder's (B, F, L, D) output: the selected layers, plus the prosody rows."""
+        """L in the encoder's (B, F, L, D) output: the selected layers, plus the prosody row."""
         return len(self.feature_layers) + self.num_prosody_rows
 
     @property
     def num_prosody_rows(self) -> int:
-        return int(self.prosody) + int(self.prosody and self.prosody_hold > 0)
+        return int(self.prosody)
 
 
 @dataclass(frozen=True)
@@ -177,15 +169,18 @@ class EmoConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EmoConfig":
-        return _from_dict(cls, data, "config")
+    def from_dict(cls, data: dict, source: str = "config") -> "EmoConfig":
+        """Strict: every key present (a model directory's config.json is written whole), none unknown;
+        a problem is one WeightsError line naming `source` and the key."""
+        try:
+            return parse(cls, data, require_all=True)
+        except ParseError as err:
+            raise WeightsError(f"{source}: {err}") from None
 
     def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / "config.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
-        return path
+        from emo_rt.io.files import write_json_atomic
+
+        return write_json_atomic(Path(directory) / "config.json", self.to_dict(), indent=2)
 
     @classmethod
     def load(cls, directory: str | Path) -> "EmoConfig":
@@ -196,31 +191,7 @@ class EmoConfig:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise WeightsError(f"{path} is not valid JSON: {err}") from None
-        return cls.from_dict(data)
-
-
-def _from_dict(cls, data: dict, where: str):
-    """Build a (nested) frozen dataclass from plain JSON data; unknown keys are errors."""
-    if not isinstance(data, dict):
-        raise WeightsError(f"{where}: expected an object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise WeightsError(f"{where}: unknown keys {sorted(unknown)}")
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _from_dict(hint, value, f"{where}.{name}")
-        elif typing.get_origin(hint) is tuple:
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise WeightsError(f"{where}: {err}") from None
+        return cls.from_dict(data, str(path))
 
 
 def sd15() -> EmoConfig:

@@ -11,16 +11,3 @@ class InputError(EmoError):
 
 class WeightsError(EmoError):
     """A model directory or checkpoint is missing files, or does not match the config."""
-
-
-def exit_code(action) -> int:
-    """Run a script's work (a no-argument callable): 0 when it finishes, or one `error: ...` line
-    on stderr and 2 when it raises an EmoError (the `python -m` entry points of training/)."""
-    import sys
-
-    try:
-        action()
-    except EmoError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0

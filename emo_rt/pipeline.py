@@ -13,6 +13,7 @@ Steps of a render:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -37,7 +38,6 @@ from emo_rt.runtime.reference_cache import ReferenceCache
 from emo_rt.schedulers import make_scheduler, noise_schedule
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
-GUIDES = ("all", "audio")  # RenderSettings.guide: the conditions guidance takes away
 STARTS = ("reference", "noise")  # RenderSettings.start: what each window's first latents are
 
 
@@ -46,7 +46,6 @@ class RenderSettings:
     scheduler: str = "ddim"
     steps: int = 40
     cfg: float = 3.5  # guidance on reference + audio; 1.0 = one Backbone pass per step
-    guide: str = "all"  # what the unconditional pass drops: "all" (reference + audio) or "audio"
     start: str = "reference"  # "reference": its latents noised to the first timestep, or "noise"
     speed: float | None = None  # constant head speed (deg/frame); None = the middle bucket
     seed: int = 0
@@ -55,10 +54,24 @@ class RenderSettings:
     overlap: bool = True  # denoise window k+1 while window k is decoded and encoded (same frames)
 
     def __post_init__(self) -> None:
-        if self.guide not in GUIDES:
-            raise InputError(f"guide {self.guide!r}: choose one of {', '.join(GUIDES)}")
         if self.start not in STARTS:
             raise InputError(f"start {self.start!r}: choose one of {', '.join(STARTS)}")
+
+
+class StageTimer:
+    """Wall seconds per stage of a sequential render (denoise, decode, encode); overlapped stages
+    share the clock, so only the whole render is timed then."""
+
+    def __init__(self):
+        self.seconds = {"denoise": 0.0, "decode": 0.0, "encode": 0.0}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - started
 
 
 @dataclass
@@ -115,7 +128,7 @@ class EmoPipeline:
     def from_pretrained(cls, model_dir: str | Path | None = None, dtype: torch.dtype = torch.float32,
                         device: str = "cpu", attention: str = "auto", backend: str = "torch",
                         engine_dir: str | Path | None = None,
-                        reference_cache: str | Path | None = None) -> "EmoPipeline":
+                        reference_cache: str | Path | None = None, cuda_graphs: bool = False) -> "EmoPipeline":
         """The pipeline on `backend` (emo_rt.runtime.backends.BACKENDS): torch runs the model on
         `device` with `attention`; onnxruntime / tensorrt run the engines in `engine_dir`, built for
         this model by `emo-rt build-engines` (fp32 or fp16 by `dtype`; refused when stale).
@@ -126,6 +139,8 @@ class EmoPipeline:
 
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         options = {"device": device, "attention": attention} if backend == "torch" else {}
+        if cuda_graphs:  # torch and tensorrt: replay the denoising step as CUDA graphs
+            options["cuda_graphs"] = True
         components = load_components(backend, model_dir, engine_dir, dtype, **options)
         cache = ReferenceCache(reference_cache, weights_key(model_dir)) if reference_cache is not None else None
         return cls(components, noise_schedule(model_dir), cache)
@@ -174,14 +189,22 @@ class EmoPipeline:
 
     # ---- step 3: windows --------------------------------------------------------------------
     def __call__(self, reference: Reference, waveform: np.ndarray, settings: RenderSettings = RenderSettings(),
-                 progress=None) -> Iterator[np.ndarray]:
+                 progress=None, timer: StageTimer | None = None) -> Iterator[np.ndarray]:
         """Yield uint8 frames (k, R, R, 3) window by window; the total is the audio's frame count.
         With `settings.overlap` the denoising runs one window ahead in a worker thread
-        (emo_rt.runtime.overlap); the frames are the same."""
+        (emo_rt.runtime.overlap); the frames are the same. `progress` is advanced per step and per
+        window; `timer` (sequential runs) adds up the denoise and decode seconds."""
+        timer = timer or StageTimer()
         if not settings.overlap:
-            for latents in self.denoised_windows(reference, waveform, settings, progress):
-                yield self.decode_window(latents, progress)
-            return
+            windows = self.denoised_windows(reference, waveform, settings, progress)
+            while True:
+                with timer.stage("denoise"):  # audio features and the reference included
+                    latents = next(windows, None)
+                if latents is None:
+                    return
+                with timer.stage("decode"):
+                    frames = self.decode_window(latents, progress)
+                yield frames
         device = getattr(self.components, "device", torch.device("cpu"))
         produce = functools.partial(self.denoised_windows, reference, waveform, settings, progress)  # (cancelled)
         with Overlapped(produce, depth=1, device=device) as windows:
@@ -207,12 +230,7 @@ class EmoPipeline:
         num_windows = math.ceil(total / f)
         motion_latents = torch.zeros(1, 4, n, h, h, device=device)  # first window: zero maps
         ref_features, face_latents = ref["features"], ref["face_latents"]
-        if not guided:
-            null_ref = None
-        elif settings.guide == "all":
-            null_ref = null_reference_features(ref_features)
-        else:  # "audio": the unconditional pass keeps the reference, so guidance amplifies only the audio
-            null_ref = ref_features
+        null_ref = null_reference_features(ref_features) if guided else None
         if guided and settings.batch_guidance:  # (conditional, unconditional) as one batch, built once
             pair_ref = [torch.cat([x, z]) for x, z in zip(ref_features, null_ref)]
             pair_face = face_latents.expand(2, -1, -1, -1)
@@ -299,6 +317,26 @@ def load_inputs(image_path: str | Path, audio_path: str | Path, resolution: int,
     return Inputs(reference, resample(native, rate, sample_rate), native, rate)
 
 
+def write_video(pipeline: EmoPipeline, inputs: Inputs, settings: RenderSettings, out_path: str | Path,
+                progress=None, timer: StageTimer | None = None, on_frames=None) -> int:
+    """The window loop into an H.264 + AAC mp4 with the input's audio (temporary file, renamed when
+    complete); returns the frame count. `on_frames(first_index, frames)` sees each window's frames;
+    `timer` adds the encode seconds (closing the file included) to the loop's own."""
+    config = pipeline.config
+    timer = timer or StageTimer()
+    written = 0
+    with VideoWriter(out_path, config.fps, config.resolution, inputs.native_audio, inputs.native_rate) as video:
+        for frames in pipeline(inputs.reference, inputs.waveform, settings, progress=progress, timer=timer):
+            if on_frames is not None:
+                on_frames(written, frames)
+            with timer.stage("encode"):
+                video.write(frames)
+            written += len(frames)
+        with timer.stage("encode"):
+            video.close()
+    return written
+
+
 def render(image_path: str | Path, audio_path: str | Path, out_path: str | Path,
            pipeline: EmoPipeline, settings: RenderSettings = RenderSettings(),
            face_box: str | None = None, no_crop: bool = False, preview: str | Path | None = None,
@@ -315,15 +353,13 @@ def render(image_path: str | Path, audio_path: str | Path, out_path: str | Path,
     total = num_video_frames(inputs.waveform.size, config.audio.sample_rate, config.fps)
     picks = set(preview_indices(total, 12)) if preview else set()
     sheet: list[np.ndarray] = []
-    stats = RenderStats()
-    with RenderProgress(total, math.ceil(total / config.num_frames), settings.steps, enabled=show_progress) as bar, \
-            VideoWriter(out_path, config.fps, config.resolution, inputs.native_audio, inputs.native_rate) as video:
-        for frames in pipeline(inputs.reference, inputs.waveform, settings, progress=bar):
-            sheet += [frames[i - stats.frames] for i in range(stats.frames, stats.frames + len(frames)) if i in picks]
-            video.write(frames)
-            stats.frames += len(frames)
-    stats.video_seconds = stats.frames / config.fps
-    stats.wall_seconds = time.perf_counter() - started
+
+    def keep_picks(first: int, frames: np.ndarray) -> None:  # only the sheet's frames stay in memory
+        sheet.extend(frames[i - first] for i in range(first, first + len(frames)) if i in picks)
+
+    with RenderProgress(total, settings.steps, enabled=show_progress) as bar:
+        frames = write_video(pipeline, inputs, settings, out_path, progress=bar, on_frames=keep_picks)
+    stats = RenderStats(frames, frames / config.fps, time.perf_counter() - started)
     if preview:  # the model's input crop first, then the picked frames with their times
         labels = ["reference"] + [f"{i / config.fps:.2f} s" for i in sorted(picks)]
         contact_sheet([inputs.reference.pixels, *sheet], preview, columns=7, frame_labels=labels,

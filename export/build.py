@@ -22,7 +22,7 @@ from emo_rt.errors import EmoError
 from emo_rt.export import manifest as mf
 from emo_rt.export.onnx_export import OPSET, TORCH_DTYPES, export_onnx
 from emo_rt.export.specs import PRECISIONS, ExportSpec, TensorSpec, export_specs
-from emo_rt.runtime.progress import OptionalProgress
+from emo_rt.runtime.progress import progress_bar
 
 BACKENDS = ("onnxruntime", "tensorrt")
 _PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -100,6 +100,23 @@ def backend_target(backend: str) -> tuple[str, str, bool]:
     return version, device, False
 
 
+def _weights_digests(model_dir: Path, parts: set[str]) -> dict[str, str]:
+    """file name -> tensors digest of each part's safetensors file."""
+    digests = {}
+    for part in sorted(parts):
+        path = model_dir / f"{part}.safetensors"
+        if not path.is_file():
+            raise EmoError(f"{path} not found: {model_dir} is not a complete model directory")
+        digests[path.name] = mf.weights_digest(path)
+    return digests
+
+
+def _builder_options() -> dict:
+    from emo_rt.export.tensorrt_build import BUILDER_OPTIONS
+
+    return BUILDER_OPTIONS
+
+
 def build_engines(model_dir: str | Path, backend: str = "onnxruntime", precision: str = "fp32",
                   out_dir: str | Path = "engines", progress: bool = True,
                   names: Iterable[str] | None = None) -> BuildReport:
@@ -122,22 +139,14 @@ def build_engines(model_dir: str | Path, backend: str = "onnxruntime", precision
 
     shared = {"config": mf.config_digest(config), "code": code_digest(), "precision": precision,
               "backend": backend, "opset": OPSET}
-    weights: dict[str, str] = {}
-    for part in {p for n in selected for p in specs[n].parts}:
-        path = model_dir / f"{part}.safetensors"
-        if not path.is_file():
-            raise EmoError(f"{path} not found: {model_dir} is not a complete model directory")
-        weights[path.name] = mf.weights_digest(path)
-
+    weights = _weights_digests(model_dir, {p for n in selected for p in specs[n].parts})
     plan: list[tuple[ExportSpec, dict, str]] = []
     for name in selected:
         spec = specs[name]
         identity = {**shared, "spec": spec.digest(),
                     "weights": {f"{p}.safetensors": weights[f"{p}.safetensors"] for p in spec.parts}}
         if not portable:
-            from emo_rt.export.tensorrt_build import BUILDER_OPTIONS
-
-            identity.update(backend_version=version, device=device, builder=BUILDER_OPTIONS)
+            identity.update(backend_version=version, device=device, builder=_builder_options())
         old = manifest["engines"].get(mf.entry_id(backend, precision, name))
         if old is not None and old.get("key") == mf.engine_key(identity) and mf.files_intact(out_dir, old):
             report.engines.append(EngineReport(name, "reused", "", out_dir / old["file"],
@@ -229,29 +238,25 @@ def _remove_unreferenced(out_dir: Path, old: dict | None, manifest: dict) -> Non
             (out_dir / name).unlink(missing_ok=True)
 
 
-class _Progress(OptionalProgress):
-    """One line per engine to build: spinner, status, elapsed time; silent when disabled."""
+class _Progress:
+    """One bar row per engine to build (0/1 until built) with its status; silent when disabled."""
 
     def __init__(self, enabled: bool, names: list[str], report: BuildReport):
-        from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+        self.progress = progress_bar("status", enabled=enabled and bool(names))
+        if names and enabled:
+            self.progress.console.print(f"building {len(names)} {report.backend} {report.precision} engine(s) "
+                                        f"into {report.out_dir} ({report.device})")
+        self.tasks = {n: self.progress.add_task(n, total=1, status="queued") for n in names}
 
-        super().__init__(enabled and bool(names), SpinnerColumn(finished_text="[green]✓"),
-                         TextColumn("{task.description:16}"), TextColumn("{task.fields[status]}"),
-                         TimeElapsedColumn())
-        self.started: set[str] = set()
-        if not self.enabled:
-            return
-        self.progress.console.print(f"building {len(names)} {report.backend} {report.precision} engine(s) "
-                                    f"into {report.out_dir} ({report.device})")
-        self.tasks = {n: self.progress.add_task(n, total=1, status="queued", start=False) for n in names}
+    def __enter__(self) -> "_Progress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
 
     def status(self, name: str, text: str) -> None:
-        if self.enabled:
-            if name not in self.started:
-                self.started.add(name)
-                self.progress.start_task(self.tasks[name])
-            self.progress.update(self.tasks[name], status=text)
+        self.progress.update(self.tasks[name], status=text)
 
     def done(self, name: str, text: str) -> None:
-        if self.enabled:
-            self.progress.update(self.tasks[name], status=text, completed=1)
+        self.progress.update(self.tasks[name], status=text, completed=1)

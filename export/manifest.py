@@ -19,12 +19,19 @@ names, dtypes, shapes and bytes, not the header's metadata); of canonical JSON (
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
-from emo_rt.runtime.backends.manifest import (FORMAT_VERSION, INTERFACE_VERSION, MANIFEST_NAME, config_digest,
-                                              entry_id, file_digest, files_problem, json_digest, weights_digest)
+from emo_rt.digest import file_digest, json_digest, weights_digest
+from emo_rt.io.files import write_json_atomic
+from emo_rt.runtime.backends.manifest import (
+    FORMAT_VERSION,
+    INTERFACE_VERSION,
+    MANIFEST_NAME,
+    config_digest,
+    entry_id,
+    files_problem,
+)
 
 __all__ = ["FORMAT_VERSION", "INTERFACE_VERSION", "MANIFEST_NAME", "config_digest", "engine_file_name",
            "engine_key", "entry_id", "file_digest", "files_intact", "json_digest", "load_manifest",
@@ -58,11 +65,7 @@ def load_manifest(out_dir: Path) -> dict:
 
 
 def save_manifest(out_dir: Path, manifest: dict) -> Path:
-    path = Path(out_dir) / MANIFEST_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(Path(out_dir) / MANIFEST_NAME, manifest, indent=2, sort_keys=True)
 
 
 def files_intact(out_dir: Path, entry: dict) -> bool:

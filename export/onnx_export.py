@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from emo_rt.export.specs import ExportSpec
+from emo_rt.io.files import atomic_path
 
 # TensorRT 10.0's ONNX parser takes opsets 9..20 (later 10.x releases more); 18 is the lowest
 # opset the dynamo exporter emits natively (lower ones go through the version converter).
@@ -143,10 +143,9 @@ def save_onnx(model_proto, path: Path) -> list[Path]:
     """Save under a temporary name, check, rename into place; returns the files."""
     import onnx
 
-    tmp = path.with_name(f".{path.name}.partial")
-    onnx.save_model(model_proto, str(tmp))
-    onnx.checker.check_model(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        onnx.save_model(model_proto, str(tmp))
+        onnx.checker.check_model(str(tmp))
     return [path]
 
 

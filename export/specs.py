@@ -12,8 +12,6 @@ is fixed by the config, which is what lets TensorRT specialise and the step run 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from typing import Mapping
@@ -22,6 +20,7 @@ import torch
 from torch import nn
 
 from emo_rt.config import EmoConfig
+from emo_rt.digest import json_digest
 from emo_rt.export import wrappers
 from emo_rt.runtime.backends.manifest import INTERFACE_VERSION
 
@@ -135,7 +134,7 @@ class ExportSpec:
         }
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()
+        return json_digest(self.describe())
 
 
 def _tensor_dict(t: TensorSpec) -> dict:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from emo_rt.errors import EmoError
 from emo_rt.export.specs import ExportSpec
+from emo_rt.io.files import write_bytes_atomic
 
 WORKSPACE_BYTES = 8 << 30  # upper bound on scratch memory a tactic may use
 OPTIMIZATION_LEVEL = 3  # TensorRT's default; 5 searches longer for a few % more
@@ -150,10 +151,6 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: ExportSpec, timing_cach
     if plan is None:
         raise EmoError(f"TensorRT failed to build {spec.name} from {onnx_path.name} (see the log above)")
     seconds["build"] = time.perf_counter() - started
-    tmp = plan_path.with_name(f".{plan_path.name}.partial")
-    tmp.write_bytes(memoryview(plan))
-    tmp.replace(plan_path)
-    cache_tmp = timing_cache.with_name(f".{timing_cache.name}.partial")
-    cache_tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
-    cache_tmp.replace(timing_cache)
+    write_bytes_atomic(plan_path, memoryview(plan))
+    write_bytes_atomic(timing_cache, memoryview(config.get_timing_cache().serialize()))
     return seconds

@@ -2,21 +2,21 @@
 
 Layout: CHECKPOINTS/step-00001000/{model/, state.pt, manifest.json}. `model/` holds the raw (not EMA)
 weights and, from stage 1 on, `scheduler/`, so it renders as it is (`--weights`). A checkpoint is written into
-`.step-00001000.partial/`, `manifest.json` (every file's size) last, fsynced, then renamed into
-place; a directory with a missing or disagreeing manifest is never loaded, the one before it is.
+`.step-00001000.partial/` (`emo_rt.io.files.atomic_directory`), `manifest.json` (every file's size)
+last, fsynced, then renamed into place; a directory with a missing or disagreeing manifest is never loaded, the one before it is.
 `state.pt` holds only tensors and plain containers and is read with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from emo_rt.io.files import atomic_directory
 from emo_rt.models import EmoModel
 
 PREFIX = "step-"
@@ -27,14 +27,6 @@ def checkpoint_name(step: int) -> str:
     return f"{PREFIX}{step:08d}"
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(directory: str | Path, step: int, model: EmoModel, state: dict, keep: int,
                     meta: dict | None = None, scheduler: SchedulerMixin | None = None) -> Path:
     """Write checkpoint `step` atomically, then delete all but the newest `keep` checkpoints.
@@ -42,24 +34,16 @@ def save_checkpoint(directory: str | Path, step: int, model: EmoModel, state: di
     training noise schedule) into model/scheduler/."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / checkpoint_name(step)
-    partial = directory / f".{checkpoint_name(step)}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    model.save_pretrained(partial / "model")
-    if scheduler is not None:
-        scheduler.save_pretrained(partial / "model" / "scheduler")
-    torch.save(state, partial / "state.pt")
-    files = sorted(p for p in partial.rglob("*") if p.is_file())
-    manifest = {"step": step, **(meta or {}),
-                "files": {str(p.relative_to(partial)): p.stat().st_size for p in files}}
-    (partial / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    for path in files + [partial / MANIFEST, partial / "model", partial]:
-        _fsync(path)
-    if final.exists():  # the same step written again (e.g. the last one, after a resume)
-        shutil.rmtree(final)
-    os.rename(partial, final)
-    _fsync(directory)
+    final = directory / checkpoint_name(step)  # the same step may be written again (after a resume)
+    with atomic_directory(final) as partial:
+        model.save_pretrained(partial / "model")
+        if scheduler is not None:
+            scheduler.save_pretrained(partial / "model" / "scheduler")
+        torch.save(state, partial / "state.pt")
+        files = sorted(p for p in partial.rglob("*") if p.is_file())
+        manifest = {"step": step, **(meta or {}),
+                    "files": {str(p.relative_to(partial)): p.stat().st_size for p in files}}
+        (partial / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     for old in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+
+from emo_rt.io import preview
+from emo_rt.io.files import atomic_path
 
 
 class StepLog:
@@ -21,12 +21,10 @@ class StepLog:
         self.columns = columns
         rows = self.read() if resume_step is not None and self.path.is_file() else []
         rows = [r for r in rows if int(r["step"]) <= (resume_step or 0)]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, self.path)
         self._file = self.path.open("a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="ignore")
 
@@ -86,27 +84,14 @@ def plot_losses(csv_path: str | Path, png_path: str | Path, title: str) -> None:
     lr_ax = ax.twinx()
     lr_ax.plot(steps, lr, color="tab:orange", linewidth=1.0)
     lr_ax.set_ylabel("learning rate", color="tab:orange")
-    tmp = Path(png_path).with_name(Path(png_path).name + ".tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, png_path)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
-def contact_sheet(images: torch.Tensor, path: str | Path, gap: int = 2) -> Path:
-    """images (rows, columns, 3, H, W) in [-1, 1] -> one PNG grid."""
-    rows, cols, _, h, w = images.shape
+def contact_sheet(images: torch.Tensor, path: str | Path) -> Path:
+    """images (rows, columns, 3, H, W) in [-1, 1] -> one PNG grid (emo_rt.io.preview.contact_sheet)."""
+    columns = images.shape[1]
     pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    sheet = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap, 3), 255, np.uint8)
-    for i in range(rows):
-        for j in range(cols):
-            y, x = gap + i * (h + gap), gap + j * (w + gap)
-            sheet[y:y + h, x:x + w] = pixels[i, j].permute(1, 2, 0).cpu().numpy()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(sheet).save(tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def format_rate(value: float) -> str:
-    return "-" if not math.isfinite(value) else f"{value:.2f}"
+    frames = pixels.permute(0, 1, 3, 4, 2).flatten(0, 1).cpu().numpy()  # (rows * columns, H, W, 3)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return preview.contact_sheet(frames, path, columns=columns)

@@ -8,8 +8,6 @@ naming the file, the key and what was wrong, before any work starts.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import yaml
 
 from emo_rt.config import PRESETS, EmoConfig
 from emo_rt.errors import EmoError, WeightsError
+from emo_rt.parse import ParseError, parse
 
 
 class RecipeError(EmoError):
@@ -58,7 +57,7 @@ class LossRecipe:
     + brow_weight * (upper half).
 
     The face mask is the clip's face box; its lower half holds the mouth, its upper half the brows,
-    small features that otherwise drown in the rest of the image (CALIBRATION.md). Each sample's
+    small features that otherwise drown in the rest of the image. Each sample's
     loss is normalised by its weight sum.
     """
 
@@ -92,14 +91,10 @@ class StageRecipe:
     log_every: int = 10  # progress bar refresh (the CSV gets every step; loss.png at checkpoints)
     sample_every: int = 500  # contact sheet of denoised samples; 0 = only at the end
     num_workers: int = 0  # DataLoader workers per process
-    brow_weight: float | None = None  # replaces loss.brow_weight in this stage (None: keep it)
-    train_backbone: bool = False  # stages 2-3: also train the Backbone's 2D layers (stage 1's share)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
             _positive(name, getattr(self, name))
-        if self.brow_weight is not None:
-            _non_negative("brow_weight", self.brow_weight)
         for name in ("warmup_steps", "grad_clip", "weight_decay", "sample_every", "num_workers"):
             _non_negative(name, getattr(self, name))
         _positive("lr", self.lr)
@@ -135,9 +130,6 @@ class DenoiseStageRecipe(StageRecipe):
     audio_dropout: float = 0.05  # stages 2-3
     zero_motion_prob: float = 0.1  # stages 2-3: a clip's first window, with zero motion latents
     sample_steps: int = 20  # DDIM steps for the contact sheet
-    # start from this model directory instead of the previous stage's output (a continuation; a
-    # model already trained through this stage keeps its weights: no stage-1 re-initialisation)
-    start_from: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -165,11 +157,6 @@ class Recipe:
     def __post_init__(self) -> None:
         _choice("model", self.model, tuple(PRESETS))
         self.model_config()  # overrides are checked now, not when a stage starts
-        for number in (0, 1):
-            section = getattr(self, f"stage{number}")
-            if section is not None and section.train_backbone:
-                raise ValueError(f"stage{number}.train_backbone: only stages 2-3 can add the Backbone's "
-                                 "2D layers (stage 1 trains them anyway)")
 
     def model_config(self) -> EmoConfig:
         """The preset with `model_overrides` applied."""
@@ -184,11 +171,6 @@ class Recipe:
         if section is None:
             raise RecipeError(f"this recipe has no stage{number} section")
         return section
-
-    def loss_for(self, number: int) -> LossRecipe:
-        """`loss` with stage `number`'s own brow_weight, where it sets one."""
-        brow_weight = self.stage(number).brow_weight
-        return self.loss if brow_weight is None else dataclasses.replace(self.loss, brow_weight=brow_weight)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -225,7 +207,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"recipe {path} is not valid YAML{line}: {getattr(err, 'problem', err)}") from None
     try:
         return parse(Recipe, data, "")
-    except _Invalid as err:
+    except ParseError as err:
         raise RecipeError(f"recipe {path}: {err}") from None
 
 
@@ -233,83 +215,8 @@ def recipe_from_dict(data: dict) -> Recipe:
     """Validate a plain dict (as YAML would give) into a Recipe."""
     try:
         return parse(Recipe, data, "")
-    except _Invalid as err:
+    except ParseError as err:
         raise RecipeError(f"recipe: {err}") from None
-
-
-class _Invalid(Exception):
-    pass
-
-
-def _key(where: str, name: str) -> str:
-    return f"{where}.{name}" if where else name
-
-
-def parse(cls, data, where: str):
-    """Build the frozen dataclass `cls` from YAML data, checking keys and types on the way."""
-    if not isinstance(data, dict):
-        raise _Invalid(f"{where or 'the recipe'}: expected a mapping, got {_describe(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise _Invalid(f"unknown key {_key(where, str(unknown[0]))!r} (known: {', '.join(fields)})")
-    missing = [name for name, f in fields.items() if name not in data and
-               f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise _Invalid(f"missing key {_key(where, missing[0])!r}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {name: _value(hints[name], value, _key(where, name)) for name, value in data.items()}
-    try:
-        return cls(**kwargs)
-    except ValueError as err:
-        raise _Invalid(f"{where + ': ' if where else ''}{err}") from None
-
-
-def _value(hint, value, where: str):
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            if type(None) in typing.get_args(hint):
-                return None
-        if len(options) == 1:
-            return _value(options[0], value, where)
-    if dataclasses.is_dataclass(hint):
-        return parse(hint, value, where)
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise _Invalid(f"{where}: expected a list of {len(args)} values, got {_describe(value)}")
-        return tuple(_value(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if hint is dict:
-        if not isinstance(value, dict):
-            raise _Invalid(f"{where}: expected a mapping, got {_describe(value)}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise _Invalid(f"{where}: expected true or false, got {_describe(value)}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(f"{where}: expected an integer, got {_describe(value)}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Invalid(f"{where}: expected a number, got {_describe(value)}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise _Invalid(f"{where}: expected a string, got {_describe(value)}")
-        return value
-    raise TypeError(f"recipe field {where} has an unsupported type {hint}")  # a bug in this file
-
-
-def _describe(value) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, (dict, list)):
-        return f"a {'mapping' if isinstance(value, dict) else 'list'}"
-    return f"{type(value).__name__} {value!r}"
 
 
 def _choice(name: str, value, options: tuple) -> None:

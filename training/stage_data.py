@@ -12,9 +12,6 @@ made them, their config and the index. Rank 0 writes them; `complete.json` marks
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,9 +20,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from emo_rt.digest import json_digest, tensors_digest
+from emo_rt.io.files import write_json_atomic
+from emo_rt.io.shards import ShardIndex
 from emo_rt.models import EmoModel
 from emo_rt.training.data import datasets
-from emo_rt.training.data.shards import ShardIndex
 
 
 # ---- keys: (step, rank) -> stream positions -> (clip item, position) --------------------------
@@ -100,12 +99,9 @@ def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 # ---- caches ------------------------------------------------------------------------------------
 def cache_dir(data_dir: str | Path, kind: str, module: torch.nn.Module, extra: dict) -> Path:
     """DATA/cache/<kind>-<hash of the module's weights, `extra` and index.json>."""
-    h = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    h.update((Path(data_dir) / "index.json").read_bytes())
-    return Path(data_dir) / "cache" / f"{kind}-{h.hexdigest()[:16]}"
+    index = (Path(data_dir) / "index.json").read_text()
+    key = json_digest({"extra": extra, "weights": tensors_digest(module.state_dict()), "index": index})
+    return Path(data_dir) / "cache" / f"{kind}-{key[:16]}"
 
 
 def latent_cache_dir(data_dir: str | Path, model: EmoModel) -> Path:
@@ -115,8 +111,7 @@ def latent_cache_dir(data_dir: str | Path, model: EmoModel) -> Path:
 
 def audio_cache_dir(data_dir: str | Path, model: EmoModel) -> Path:
     return cache_dir(data_dir, "audio", model.audio_encoder, {"fps": model.config.fps,
-                                                            "prosody": model.config.audio.prosody,
-                                                            "prosody_hold": model.config.audio.prosody_hold})
+                                                            "prosody": model.config.audio.prosody})
 
 
 def is_complete(directory: Path) -> bool:
@@ -147,6 +142,37 @@ def write_caches(index: ShardIndex, model: EmoModel, latents: Path | None, audio
 
 
 def _mark_complete(directory: Path) -> None:
-    tmp = Path(directory) / "complete.json.tmp"
-    tmp.write_text(json.dumps({"complete": True}) + "\n")
-    os.replace(tmp, Path(directory) / "complete.json")
+    write_json_atomic(Path(directory) / "complete.json", {"complete": True}, indent=None)
+
+
+# ---- a stage's samples -------------------------------------------------------------------------
+PREVIEW_SAMPLES = {0: 8, 1: 4, 2: 2, 3: 2}
+
+
+def stage_samples(index: ShardIndex, model: EmoModel, stage: int, recipe, draw: Draw,
+                  context: int, latents: Path | None, audio: Path | None) -> tuple[KeyedSamples, dict]:
+    """The training samples of stage `stage` (caches already written) and a fixed preview batch
+    (from the val split when it has clips, else from train)."""
+    from emo_rt.training.recipe import TrainingError
+
+    config, seed, section = model.config, recipe.seed, recipe.stage(stage)
+
+    def make(split: str) -> Dataset:
+        if stage <= 1:
+            return datasets.FramePairDataset(index, split, seed=seed, latent_cache=latents)
+        return datasets.ClipWindowDataset(index, split, config.num_frames, config.num_motion_frames, context,
+                                          section.zero_motion_prob, seed=seed, latent_cache=latents,
+                                          audio_feature_cache=audio)
+
+    try:
+        train_set = make("train")
+    except ValueError as err:  # no usable clips
+        raise TrainingError(str(err)) from None
+    try:
+        preview_set = make("val")
+    except ValueError:
+        preview_set = train_set
+    samples = KeyedSamples(train_set, seed, stage, draw)
+    preview = KeyedSamples(preview_set, seed, 10 + stage, draw)
+    keys = [(i % len(preview), i) for i in range(PREVIEW_SAMPLES[stage])]
+    return samples, collate([preview[k] for k in keys])

@@ -22,7 +22,12 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from emo_rt.models import EmoModel
-from emo_rt.training.recipe import DenoiseStageRecipe, LossRecipe, Recipe, VAEStageRecipe
+from emo_rt.training.recipe import (
+    DenoiseStageRecipe,
+    LossRecipe,
+    Recipe,
+    VAEStageRecipe,
+)
 
 # ---- which parameters a stage trains, by name in EmoModel.named_parameters() ------------------
 _AUDIO = {"audio_attn", "norm_audio"}
@@ -51,13 +56,9 @@ def trains_in_stage(stage: int, name: str) -> bool:
     raise ValueError(f"no stage {stage}")
 
 
-def stage_parameter_names(model: EmoModel, stage: int, train_backbone: bool = False) -> list[str]:
-    """The parameters stage `stage` is meant to train (all others stay bitwise unchanged);
-    `train_backbone` (stages 2-3) adds the Backbone's 2D layers, which stage 1 trained."""
-    if train_backbone and stage < 2:
-        raise ValueError(f"train_backbone is for stages 2-3, not stage {stage}")
-    return [name for name, _ in model.named_parameters() if trains_in_stage(stage, name) or (
-        train_backbone and name.startswith("backbone.") and trains_in_stage(1, name))]
+def stage_parameter_names(model: EmoModel, stage: int) -> list[str]:
+    """The parameters stage `stage` is meant to train (all others stay bitwise unchanged)."""
+    return [name for name, _ in model.named_parameters() if trains_in_stage(stage, name)]
 
 
 # ---- model preparation when a stage starts from the previous stage's output --------------------
@@ -114,11 +115,11 @@ class Stage(nn.Module):
         self.model = model
         self.recipe = recipe
         self.stage_recipe = recipe.stage(self.number)
-        self.loss_recipe = recipe.loss_for(self.number)
+        self.loss_recipe = recipe.loss
         self.autocast_dtype = torch.bfloat16 if self.stage_recipe.precision == "bf16" else None
 
     def parameter_names(self) -> list[str]:
-        return stage_parameter_names(self.model, self.number, self.stage_recipe.train_backbone)
+        return stage_parameter_names(self.model, self.number)
 
     def autocast(self, device: torch.device):
         return torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32,

@@ -42,7 +42,7 @@ class HeldOutData:
     """Shard folder + corpus folder -> clips of a split with ground truth."""
 
     def __init__(self, shards: str | Path, corpus: str | Path):
-        from emo_rt.training.data.shards import ShardIndex
+        from emo_rt.io.shards import ShardIndex
 
         self.shards, self.corpus = Path(shards), Path(corpus)
         if not self.shards.is_dir():

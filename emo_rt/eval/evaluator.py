@@ -1,13 +1,12 @@
 """The face evaluator: a small CNN that reads mouth opening, lip width, brow raise, blink and head
 pose (yaw, pitch, roll) off a face-centred crop, so generated frames can be scored against ground
 truth. The trained weights ship in emo_rt/eval/weights/ (card: its README.md); they are trained by
-`python -m emo_rt.training.train_evaluator` on the synthetic corpus's train split only.
+`emo-rt train-evaluator` on the synthetic corpus's train split only.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -15,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from emo_rt.errors import WeightsError
-
 from .data import LABELS
+from .identity import IDENTITY_WEIGHTS, IdentityEmbedder
+from .stored import load_network, save_network
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS_FILE = "evaluator.safetensors"
@@ -37,14 +36,6 @@ class EvaluatorConfig:
     loss_weights: tuple[float, ...] = (1.0, 0.5, 3.0, 3.0, 1.0, 1.0, 1.0)  # brows and eyelids are small: weighted up
     training: dict = field(default_factory=dict, compare=False)  # how the shipped weights were made
 
-    @classmethod
-    def from_json(cls, data: dict) -> "EvaluatorConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise WeightsError(f"evaluator config has unknown keys {sorted(unknown)}")
-        tuples = {k: tuple(v) for k, v in data.items() if isinstance(v, list)}
-        return cls(**{**data, **tuples})
 
 
 def _conv(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequential:
@@ -93,40 +84,29 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
 class Evaluator:
     """Inference wrapper: frames in, per-frame labels in the sidecars' units out."""
 
-    def __init__(self, network: FaceEvaluator):
+    def __init__(self, network: FaceEvaluator, identity: IdentityEmbedder | None = None):
         self.network = network.eval()
+        self.identity = identity  # the identity embedding (identity.py); None: no identity figures
         self.config = network.config
         self.offsets = np.asarray(self.config.offsets, np.float64)
         self.scales = np.asarray(self.config.scales, np.float64)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None) -> "Evaluator":
-        from safetensors.torch import load_file
-
+        """The label network in `directory` (default: the shipped one), with its identity embedding
+        when the directory has one."""
         directory = Path(directory) if directory is not None else WEIGHTS_DIR
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        if not (config_path.is_file() and weights_path.is_file()):
-            raise WeightsError(f"no evaluator in {directory}: it needs {CONFIG_FILE} and {WEIGHTS_FILE} "
-                               "(train one with `python -m emo_rt.training.train_evaluator`)")
-        network = FaceEvaluator(EvaluatorConfig.from_json(json.loads(config_path.read_text())))
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(weights_path).items()}
-        try:
-            network.load_state_dict(state)
-        except RuntimeError as err:
-            raise WeightsError(f"{weights_path} does not match {config_path}: {str(err).splitlines()[0]}") from None
-        return cls(network)
+        network = load_network(directory, CONFIG_FILE, WEIGHTS_FILE, EvaluatorConfig, FaceEvaluator)
+        has_identity = (directory / IDENTITY_WEIGHTS).is_file()
+        return cls(network, IdentityEmbedder.from_pretrained(directory) if has_identity else None)
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> None:
         """Floating tensors stored as `dtype` (fp16 by default: the outputs move by < 1e-3)."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
-                 for k, v in self.network.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE))
-        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=1) + "\n")
+        save_network(self.network, directory, CONFIG_FILE, WEIGHTS_FILE, dtype)
         (directory / WEIGHTS_FILE).chmod(0o644)
+        if self.identity is not None:
+            self.identity.save_pretrained(directory, dtype)
 
     def inputs(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (N, R, R, 3) frames (any R) -> the network's input (N, 3, S, S); frames already at
@@ -143,6 +123,15 @@ class Evaluator:
             out.append(self.network(self.inputs(frames[i:i + batch])).double().numpy())
         raw = np.concatenate(out) if out else np.zeros((0, len(self.config.labels)))
         return raw * self.scales + self.offsets
+
+    @torch.no_grad()
+    def features(self, frames: np.ndarray, batch: int = 256) -> np.ndarray:
+        """uint8 (N, R, R, 3) -> (N, hidden [+ identity dim]): the label network's hidden layer, beside
+        the identity embedding when there is one (the distribution distances' feature space)."""
+        out = [self.network.features(self.network.trunk(self.inputs(frames[i:i + batch]))).double().numpy()
+               for i in range(0, len(frames), batch)]
+        hidden = np.concatenate(out) if out else np.zeros((0, self.config.hidden))
+        return hidden if self.identity is None else np.concatenate([hidden, self.identity.embed(frames, batch)], 1)
 
     def measure(self, frames: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
         """uint8 (N, R, R, 3) -> {label: (N,)} in sidecar units."""

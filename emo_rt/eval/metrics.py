@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-from scipy.ndimage import binary_erosion, gaussian_filter1d
+from scipy.ndimage import binary_erosion
 from scipy.stats import spearmanr
 
 PSNR_CAP_DB = 60.0  # identical images would be +inf; capped so reports stay finite JSON
@@ -88,11 +88,16 @@ def ssim(frames: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = No
     return np.array([ssim_map(f, reference)[sel].mean() for f in frames])
 
 
-def psnr(frames: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """(N,) PSNR in dB of each frame vs the reference over `mask` (all channels), capped at PSNR_CAP_DB."""
-    sel = np.ones(reference.shape[:2], bool) if mask is None else mask.astype(bool)
-    diff = np.asarray(frames, np.float64)[:, sel] - np.asarray(reference, np.float64)[sel]  # (N, P, 3)
-    mse = np.maximum((diff * diff).mean(axis=(1, 2)), 255.0 ** 2 * 10 ** (-PSNR_CAP_DB / 10))
+def psnr(frames: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None,
+         cap_db: float = PSNR_CAP_DB) -> np.ndarray:
+    """(N,) PSNR in dB of each uint8 frame (N, R, R, 3) vs `reference` (R, R, 3), or vs its own frame
+    of `reference` (N, R, R, 3), over `mask` (R, R) bool (all pixels if None), all channels; capped
+    at `cap_db` (identical frames: the cap)."""
+    frames, reference = np.asarray(frames, np.float64), np.asarray(reference, np.float64)
+    sel = np.ones(frames.shape[1:3], bool) if mask is None else mask.astype(bool)
+    target = reference[..., sel, :] if reference.ndim == 4 else reference[sel][None]
+    diff = frames[:, sel] - target  # (N, P, 3)
+    mse = np.maximum((diff * diff).mean(axis=(1, 2)), 255.0 ** 2 * 10 ** (-cap_db / 10))
     return 10 * np.log10(255.0 ** 2 / mse)
 
 
@@ -115,19 +120,6 @@ def flicker(frames: np.ndarray, mask: np.ndarray) -> float:
     return float(np.abs(np.diff(x, axis=0)).mean())
 
 
-def head_speed(pose: np.ndarray, smooth: float = 2.0) -> np.ndarray:
-    """(N, 3) yaw/pitch/roll in degrees -> (N,) degrees per frame, as the corpus defines it (norm of
-    the pose change to the previous frame, frame 0 copies frame 1), after a Gaussian smoothing of
-    `smooth` frames along time (per-frame measurement noise would otherwise read as motion)."""
-    pose = np.asarray(pose, np.float64)
-    if len(pose) < 2:
-        return np.zeros(len(pose))
-    if smooth:
-        pose = gaussian_filter1d(pose, smooth, axis=0, mode="nearest")
-    step = np.linalg.norm(np.diff(pose, axis=0), axis=1)
-    return np.concatenate([step[:1], step])
-
-
 def slope(x: Sequence[float], y: Sequence[float]) -> float:
     """Least-squares slope of y on x (0.0 with fewer than 2 distinct x): how much of a requested
     change shows up, where Spearman only says whether it goes the right way."""
@@ -140,3 +132,28 @@ def slope(x: Sequence[float], y: Sequence[float]) -> float:
 def drift(first: float, last: float) -> float:
     """Relative loss of similarity from the first window to the last: (first - last) / first."""
     return float((first - last) / first) if first > 0 else 0.0
+
+
+def sharpness(frames: np.ndarray, mask: np.ndarray) -> float:
+    """High-frequency energy: mean squared Laplacian of the luma over `mask` (R, R) bool, per frame,
+    averaged. A blurred frame has less; compare a video with its real counterpart."""
+    sel = mask.astype(bool)
+    energy = [float((cv2.Laplacian(_gray(f), cv2.CV_64F, ksize=3)[sel] ** 2).mean()) for f in frames]
+    return float(np.mean(energy)) if energy else 0.0
+
+
+BLUR_SIGMA = 1.5  # pixels at 128 px: the known degradation the distribution and sharpness figures are read against
+
+
+def blurred(frames: np.ndarray, sigma: float = BLUR_SIGMA) -> np.ndarray:
+    """uint8 (N, R, R, 3) frames blurred by a fixed Gaussian: the eval's control for a soft render."""
+    return np.stack([cv2.GaussianBlur(np.ascontiguousarray(f), (0, 0), sigma) for f in frames])
+
+
+def silent_frames(audio: np.ndarray, num_frames: int, samples_per_frame: int, ratio: float = 0.05) -> np.ndarray:
+    """(N,) bool: frames whose audio RMS is below `ratio` x the clip's 95th-percentile frame RMS."""
+    x = np.asarray(audio[:num_frames * samples_per_frame], np.float64)
+    x = np.pad(x, (0, num_frames * samples_per_frame - x.size))
+    rms = np.sqrt((x.reshape(num_frames, samples_per_frame) ** 2).mean(1))
+    loud = np.percentile(rms, 95)
+    return rms < ratio * loud if loud > 0 else np.ones(num_frames, bool)

@@ -11,10 +11,18 @@ import numpy as np
 from emo_rt.errors import InputError
 from emo_rt.io.files import atomic_output
 
-ROWS = (("model", "model"), ("oracle", "oracle (real test videos)"), ("floor", "floor (still reference)"))
-COLUMNS = (("lip_r", "lip-sync r"), ("offset", "best offset (frames)"), ("brow_r", "brow r"),
-           ("face_ssim", "face SSIM"), ("background_psnr", "background PSNR (dB)"), ("flicker", "flicker (levels)"),
-           ("drift", "drift"), ("speed_rho", "speed rho"))
+ROWS = (("model", "model"),
+        ("ceiling", "ceiling (real clips through the model's autoencoder)"),
+        ("oracle", "oracle (real test videos)"),
+        ("blurred", "real clips blurred (Gaussian, 1.5 px)"),
+        ("floor", "floor (still reference)"),
+        ("other_identity", "another test identity's real frames"))
+MOTION = (("lip_r", "lip-sync r"), ("offset", "best offset (frames)"), ("brow_r", "brow r"),
+          ("silent_mouth", "mouth open in silence"), ("flicker", "flicker (levels)"), ("drift", "drift"),
+          ("speed_rho", "speed rho"))
+IMAGE = (("identity", "identity similarity"), ("face_ssim", "face SSIM"), ("background_psnr", "background PSNR (dB)"),
+         ("sharpness_ratio", "sharpness vs real"), ("fid", "FID analogue"), ("fvd", "FVD analogue"))
+COLUMNS = MOTION + IMAGE
 
 
 def _cell(key: str, value) -> str:
@@ -24,26 +32,29 @@ def _cell(key: str, value) -> str:
         return f"{value:+d}"
     if key == "drift":
         return f"{100 * value:.1f}%"
-    if key == "background_psnr":
+    if key in ("background_psnr", "fid", "fvd"):
         return f"{value:.1f}"
     return f"{value:.3f}"
 
 
-def table(report: dict) -> str:
-    head = "| row | " + " | ".join(title for _, title in COLUMNS) + " |"
-    rule = "| --- " * (len(COLUMNS) + 1) + "|"
-    lines = [head, rule]
+def _table(report: dict, columns) -> str:
+    lines = ["| row | " + " | ".join(title for _, title in columns) + " |", "| --- " * (len(columns) + 1) + "|"]
     for key, title in ROWS:
-        values = report["rows"][key]
-        lines.append(f"| {title} | " + " | ".join(_cell(k, values.get(k)) for k, _ in COLUMNS) + " |")
+        values = report["rows"].get(key)
+        if values is not None and any(values.get(k) is not None for k, _ in columns):
+            lines.append(f"| {title} | " + " | ".join(_cell(k, values.get(k)) for k, _ in columns) + " |")
     return "\n".join(lines)
+
+
+def table(report: dict) -> str:
+    """Two Markdown tables: sync and motion, then image and identity."""
+    return _table(report, MOTION) + "\n\n" + _table(report, IMAGE)
 
 
 def markdown(report: dict) -> str:
     s, d, t = report["settings"], report["data"], report["timings"]
     model = report["rows"]["model"]
-    guide = " (audio only)" if s.get("guide") == "audio" else ""
-    guide += ", windows start from pure noise" if s.get("start", "noise") == "noise" else ""
+    guide = ", windows start from pure noise" if s.get("start", "noise") == "noise" else ""
     lines = [
         "# emo-rt eval",
         "",
@@ -55,6 +66,10 @@ def markdown(report: dict) -> str:
         table(report),
         "",
     ]
+    silent = [report["rows"][k].get("silent_mouth") for k in ("model", "oracle")]
+    if None not in silent and silent[1] > 0:
+        lines.append(f"Mouth opening in silent frames: {silent[0]:.3f} generated vs {silent[1]:.3f} real "
+                     f"({silent[0] / silent[1]:.2f}x).")
     if model.get("lip_r_of_oracle") is not None:
         lines.append(f"Model lip-sync r is {100 * model['lip_r_of_oracle']:.0f}% of the oracle's.")
     ev = report["evaluator"]
@@ -73,8 +88,9 @@ def markdown(report: dict) -> str:
     if report["speed_control"]:
         sc = report["speed_control"]
         pairs = ", ".join(f"{a:g} -> {b:.3f}" for a, b in zip(sc["speeds"], sc["measured"]))
+        ratio = sc.get("fastest_over_slowest")
         lines.append(f"Speed control: --speed {pairs} deg/frame measured (slope {sc['slope']:.3f} measured per "
-                     "requested deg/frame).")
+                     "requested deg/frame" + (f"; fastest / slowest {ratio:.2f}x" if ratio is not None else "") + ").")
     lines += ["", "| render | frames | seconds | s/frame |", "| --- | --- | --- | --- |"]
     lines += [f"| {r['render']} | {r['frames']} | {r['seconds']:.1f} | {r['seconds_per_frame']:.3f} |"
               for r in t["renders"]]
@@ -85,7 +101,12 @@ def markdown(report: dict) -> str:
               "clips; > 0: video late); face SSIM / background PSNR = similarity to the reference inside / "
               "outside the clip's face box; flicker = mean frame-to-frame change on pixels that never change in "
               "the real clip; drift = relative loss of whole-frame SSIM to the reference, last render window vs "
-              "the first; speed rho = Spearman of the requested vs the measured head speed.", ""]
+              "the first; speed rho = Spearman of the requested vs the measured head speed; mouth open in silence = "
+              "the evaluator's mouth opening over frames whose audio is silent; identity similarity = mean cosine "
+              "of the evaluator's identity embedding of each frame to the reference's; sharpness vs real = "
+              "high-frequency energy in the face box over the real clip's; FID / FVD analogue = Fréchet distance "
+              "to the real clips in the evaluator's features, per frame / per 8-frame sequence (the oracle row: "
+              "two disjoint halves of the real clips, the floor of this scale).", ""]
     return "\n".join(lines)
 
 

@@ -13,31 +13,37 @@ Steps of `evaluate`:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from emo_rt.errors import EmoError, InputError
 from emo_rt.io.image import FaceBox, Reference
+from emo_rt.pipeline import RenderSettings
+from emo_rt.pose import head_speed
+from emo_rt.runtime.progress import RenderProgress
 
 from . import metrics
 from .data import LABELS, EvalClip, HeldOutData
+from .distribution import FeatureSpace, distances
 from .evaluator import Evaluator
+from .scoring import row, score_video
+
+SPEED_SMOOTHING = 2.0  # frames of Gaussian smoothing of the evaluator's pose before head speed (its jitter)
+
+
+EVAL_RENDER = RenderSettings(steps=8, cfg=1.0)  # CPU-sized defaults: 8 steps, one Backbone pass per step
 
 
 @dataclass(frozen=True)
 class EvalSettings:
+    render: RenderSettings = EVAL_RENDER  # how every video is rendered (speed is set per speed render)
     clips: int = 2  # held-out clips rendered (the first ones by id)
     clip_seconds: float | None = None  # cut each clip to this length (None: whole clips)
     split: str = "test"
-    scheduler: str = "ddim"
-    steps: int = 8
-    cfg: float = 1.0
-    guide: str = "all"  # RenderSettings.guide
-    start: str = "reference"  # RenderSettings.start
-    seed: int = 0
     reference_frame: int = 0  # the clip frame used as the reference portrait
     drift_seconds: float = 10.0  # 0: no drift render (the issue's figure is over 60 s)
     speeds: tuple[float, ...] | None = None  # deg/frame; None: the model's lowest, middle, highest bucket
@@ -45,35 +51,17 @@ class EvalSettings:
     max_lag: int = 5  # best audio-video offset searched in +/- this many frames
 
     def __post_init__(self) -> None:
-        from emo_rt.pipeline import GUIDES, STARTS
-
         checks = [
             (self.clips >= 1, f"--clips {self.clips}: render at least one clip"),
-            (self.steps >= 1, f"--steps {self.steps}: give at least one denoising step"),
             (self.clip_seconds is None or self.clip_seconds > 0, f"--clip-seconds {self.clip_seconds}: must be > 0"),
             (self.drift_seconds >= 0, f"--drift-seconds {self.drift_seconds}: give 0 (skip) or a positive length"),
             (self.speed_seconds >= 0, f"--speed-seconds {self.speed_seconds}: give 0 (skip) or a positive length"),
             (self.speeds is None or all(v >= 0 for v in self.speeds), f"--speeds {self.speeds}: speeds are >= 0"),
             (self.max_lag >= 0, f"max_lag {self.max_lag} must be >= 0"),
-            (self.guide in GUIDES, f"--guide {self.guide}: choose one of {', '.join(GUIDES)}"),
-            (self.start in STARTS, f"--start {self.start}: choose one of {', '.join(STARTS)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise EmoError(message)
-
-
-@dataclass
-class VideoScores:
-    """One video of one clip scored against the clip's truth and reference."""
-
-    lip_r: float
-    brow_r: float
-    face_ssim: float  # mean over frames, inside the clip's face box
-    background_psnr: float  # mean over frames, outside the face box (dB)
-    flicker: float  # 0..255 levels, frame-to-frame change on the clip's static pixels
-    mouth: np.ndarray = field(repr=False)  # (N,) evaluator mouth opening
-    brow: np.ndarray = field(repr=False)
 
 
 def clip_reference(clip: EvalClip, frame: int) -> Reference:
@@ -92,90 +80,21 @@ def cut(clip: EvalClip, seconds: float | None, fps: int, samples_per_frame: int)
                     clip.audio[:n * samples_per_frame], {k: v[:n] for k, v in clip.truth.items()}, clip.speed_level)
 
 
-def score_video(frames: np.ndarray, clip: EvalClip, reference: np.ndarray, static: np.ndarray,
-                evaluator: Evaluator) -> VideoScores:
-    """frames (N, R, R, 3) uint8 at the clip's resolution."""
-    measured = evaluator.measure(frames)
-    face = clip.face_mask.astype(bool)
-    return VideoScores(
-        lip_r=metrics.pearson(measured["mouth_open"], clip.truth["mouth_open"]),
-        brow_r=metrics.pearson(measured["brow_raise"], clip.truth["brow_raise"]),
-        face_ssim=float(metrics.ssim(frames, reference, face).mean()),
-        background_psnr=float(metrics.psnr(frames, reference, ~face).mean()),
-        flicker=metrics.flicker(frames, static),
-        mouth=measured["mouth_open"], brow=measured["brow_raise"])
-
-
-def _mean_where_truth_varies(values: list[float], clips: list[EvalClip], label: str) -> float | None:
-    kept = [v for v, c in zip(values, clips) if metrics.varies(c.truth[label])]
-    return float(np.mean(kept)) if kept else None
-
-
-def row(scores: list[VideoScores], clips: list[EvalClip], max_lag: int) -> dict:
-    """Means over clips (lip / brow r over the clips whose true curve moves) and the best offset."""
-    offset, offset_r = metrics.best_offset([s.mouth for s in scores], [c.truth["mouth_open"] for c in clips], max_lag)
-    mean = lambda name: float(np.mean([getattr(s, name) for s in scores]))  # noqa: E731
-    return {"lip_r": _mean_where_truth_varies([s.lip_r for s in scores], clips, "mouth_open"),
-            "offset": offset, "offset_r": offset_r,
-            "brow_r": _mean_where_truth_varies([s.brow_r for s in scores], clips, "brow_raise"),
-            "face_ssim": mean("face_ssim"), "background_psnr": mean("background_psnr"), "flicker": mean("flicker"),
-            "per_clip": [{"clip": c.id, "lip_r": s.lip_r, "brow_r": s.brow_r, "face_ssim": s.face_ssim,
-                          "background_psnr": s.background_psnr, "flicker": s.flicker} for s, c in zip(scores, clips)]}
-
-
-class EvalProgress:
-    """One bar over every frame the evaluation renders (duck-types RenderProgress for the pipeline)."""
-
-    def __init__(self, total_frames: int, steps: int, enabled: bool = True):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
-
-        self.enabled = enabled
-        self.progress = Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), disable=not enabled)
-        self.frames = self.progress.add_task("eval", total=total_frames)
-        self.steps = self.progress.add_task("  steps", total=steps)
-
-    def __enter__(self) -> "EvalProgress":
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
-
-    def stage(self, name: str) -> None:
-        self.progress.update(self.frames, description=name)
-
-    def advance_step(self) -> None:
-        self.progress.advance(self.steps)
-
-    def advance_window(self, frames: int) -> None:
-        self.progress.advance(self.frames, frames)
-        self.progress.reset(self.steps)
-
-    def print(self, text: str) -> None:
-        if self.enabled:
-            self.progress.console.print(text)
-
-
 class Evaluation:
     """Holds the pipeline, data and evaluator of one `evaluate` call; renders and scores."""
 
     def __init__(self, pipeline, data: HeldOutData, evaluator: Evaluator, settings: EvalSettings):
-        from emo_rt.pipeline import RenderSettings
-
         self.pipeline, self.data, self.evaluator, self.settings = pipeline, data, evaluator, settings
         config = pipeline.config
         self.fps, self.rate = config.fps, config.audio.sample_rate
         if self.fps != data.index.fps or self.rate != data.index.sample_rate:
             raise InputError(f"the model runs at {self.fps} fps / {self.rate} Hz, the data at {data.index.fps} fps / "
                              f"{data.index.sample_rate} Hz")
-        self.render_settings = RenderSettings(scheduler=settings.scheduler, steps=settings.steps, cfg=settings.cfg,
-                                              guide=settings.guide, start=settings.start, seed=settings.seed)
+        self.render_settings = settings.render
         self.window = config.num_frames
         self.timings: list[dict] = []
 
-    def render(self, name: str, reference: Reference, audio: np.ndarray, progress: EvalProgress,
+    def render(self, name: str, reference: Reference, audio: np.ndarray, progress: RenderProgress,
                speed: float | None = None) -> np.ndarray:
         """(N, R, R, 3) uint8 at the data's resolution (model output area-resized when they differ)."""
         progress.stage(name)
@@ -193,6 +112,43 @@ class Evaluation:
         if frames.shape[1] != r:
             frames = np.stack([cv2.resize(f, (r, r), interpolation=cv2.INTER_AREA) for f in frames])
         return frames
+
+    def clips(self, entries) -> list[EvalClip]:
+        """The first `clips` held-out clips, cut to `clip_seconds`; the reference frame must exist."""
+        s = self.settings
+        clips = [cut(self.data.load(e), s.clip_seconds, self.fps, self.rate // self.fps) for e in entries[:s.clips]]
+        for clip in clips:
+            if not 0 <= s.reference_frame < clip.num_frames:
+                raise InputError(f"--reference-frame {s.reference_frame}: clip {clip.id} has only "
+                                 f"{clip.num_frames} frames")
+        return clips
+
+    def drift(self, entries, reference: Reference, frames: int, progress: RenderProgress) -> dict:
+        """One render of the split's audio concatenated to `frames` frames, first window vs last."""
+        audio = _long_audio(self.data, entries, frames * (self.rate // self.fps))
+        video = self.render(f"drift {frames / self.fps:.0f} s", reference, audio, progress)
+        return _drift(video, reference.pixels, self.window, self.fps)
+
+    def speed_control(self, audio: np.ndarray, reference: Reference, speeds: tuple[float, ...], frames: int,
+                      progress: RenderProgress) -> dict:
+        """One render per requested speed of the same audio; the head speed each one shows."""
+        audio = np.resize(audio, frames * (self.rate // self.fps))  # repeats the clip if it is shorter
+        measured = [measured_speed(self.evaluator, self.render(f"speed {v:g}", reference, audio, progress, speed=v))
+                    for v in speeds]
+        return {"speeds": list(speeds), "measured": measured, "rho": metrics.spearman(speeds, measured),
+                "slope": metrics.slope(speeds, measured),
+                "fastest_over_slowest": measured[-1] / measured[0] if measured[0] > 0 else None}
+
+    def oracle_speed(self, entries) -> dict:
+        return self._real_clips(entries)[1]
+
+    def evaluator_figures(self, entries) -> dict:
+        return self._real_clips(entries)[0]
+
+    def _real_clips(self, entries) -> tuple[dict, dict]:
+        if not hasattr(self, "_real"):
+            self._real = _real_clips(self.data, entries, self.evaluator)
+        return self._real
 
 
 def _resized_reference(reference: Reference, size: int) -> Reference:
@@ -219,76 +175,111 @@ def evaluate(pipeline, data: HeldOutData, settings: EvalSettings = EvalSettings(
     started = time.perf_counter()
     evaluator = evaluator or Evaluator.from_pretrained()
     run = Evaluation(pipeline, data, evaluator, settings)
-    fps, spf = run.fps, run.rate // run.fps
     entries = data.entries(settings.split)
-    chosen = entries[:max(1, settings.clips)]
-    clips = [cut(data.load(e), settings.clip_seconds, fps, spf) for e in chosen]
-    for clip in clips:
-        if not 0 <= settings.reference_frame < clip.num_frames:
-            raise InputError(f"--reference-frame {settings.reference_frame}: clip {clip.id} has only "
-                             f"{clip.num_frames} frames")
+    clips = run.clips(entries)
+    references = [clip_reference(c, settings.reference_frame) for c in clips]
     speeds = (tuple(settings.speeds) if settings.speeds is not None
               else default_speeds(pipeline.config, data.index.speed_buckets))
-    speed_frames = int(round(settings.speed_seconds * fps)) if speeds else 0
-    drift_frames = max(2 * run.window, int(round(settings.drift_seconds * fps))) if settings.drift_seconds > 0 else 0
+    speed_frames = int(round(settings.speed_seconds * run.fps)) if speeds else 0
+    drift_frames = (max(2 * run.window, int(round(settings.drift_seconds * run.fps)))
+                    if settings.drift_seconds > 0 else 0)
     total = sum(c.num_frames for c in clips) + drift_frames + len(speeds) * speed_frames
-
-    model_scores, oracle_scores, floor_scores = [], [], []
-    references = [clip_reference(c, settings.reference_frame) for c in clips]
-    with EvalProgress(total, settings.steps, enabled=progress) as bar:
-        # 1. held-out clips
-        for clip, ref in zip(clips, references):
-            static = metrics.static_mask(clip.frames, clip.face_mask)
-            video = run.render(f"clip {clip.id}", ref, clip.audio, bar)
-            model_scores.append(score_video(video, clip, ref.pixels, static, evaluator))
-            oracle_scores.append(score_video(clip.frames, clip, ref.pixels, static, evaluator))
-            still = np.repeat(ref.pixels[None], clip.num_frames, axis=0)
-            floor_scores.append(score_video(still, clip, ref.pixels, static, evaluator))
-        # 2. drift over a long render
-        drift = None
-        if drift_frames:
-            audio = _long_audio(data, entries, drift_frames * spf)
-            video = run.render(f"drift {drift_frames / fps:.0f} s", references[0], audio, bar)
-            drift = _drift(video, references[0].pixels, run.window, fps)
-        # 3. speed control
-        speed = None
-        if speed_frames:
-            audio = np.resize(clips[0].audio, speed_frames * spf)  # repeats the clip if it is shorter
-            measured = [measured_speed(evaluator, run.render(f"speed {v:g}", references[0], audio, bar, speed=v))
-                        for v in speeds]
-            speed = {"speeds": list(speeds), "measured": measured, "rho": metrics.spearman(speeds, measured),
-                     "slope": metrics.slope(speeds, measured)}
-
-    # 4. rows
-    evaluator_figures, oracle_speed = _real_clips(data, entries, evaluator)
+    with RenderProgress(total, settings.render.steps, enabled=progress, label="eval") as bar:
+        # 1. held-out clips, 2. drift over a long render, 3. speed control
+        model = [run.render(f"clip {c.id}", ref, c.audio, bar) for c, ref in zip(clips, references)]
+        drift = run.drift(entries, references[0], drift_frames, bar) if drift_frames else None
+        speed = run.speed_control(clips[0].audio, references[0], speeds, speed_frames, bar) if speed_frames else None
+    # 4. the other rows: the autoencoder's ceiling, the real videos, a known degradation, a still reference
+    videos = {"model": model, "ceiling": [round_trip(pipeline, c.frames) for c in clips],
+              "oracle": [c.frames for c in clips], "blurred": [metrics.blurred(c.frames) for c in clips],
+              "floor": [np.repeat(r.pixels[None], c.num_frames, axis=0) for c, r in zip(clips, references)]}
+    scores = score_rows(videos, clips, references, evaluator, run.rate // run.fps)
+    rows = {name: row(scores[name], clips, settings.max_lag, scores["oracle"]) for name in videos}
+    rows["other_identity"] = other_identity_row(clips, references, evaluator)
+    distances = distribution_distances(videos, clips, evaluator)
+    for name, figures in distances.items():
+        rows.setdefault(name, {}).update(fid=figures["fid"], fvd=figures["fvd"])
+    _attach_motion(rows, drift, speed, run.oracle_speed(entries))
     report = {
-        "settings": {**asdict(settings), "speeds": list(speeds)},
-        "data": {"shards": str(data.shards), "corpus": str(data.corpus), "split": settings.split, "fps": fps,
+        "settings": {**asdict(settings.render), **{k: v for k, v in asdict(settings).items() if k != "render"},
+                     "speeds": list(speeds)},  # flat: the render's settings beside the eval's
+        "data": {"shards": str(data.shards), "corpus": str(data.corpus), "split": settings.split, "fps": run.fps,
                  "clips": [c.id for c in clips], "frames": [c.num_frames for c in clips]},
-        "rows": {
-            "model": {**row(model_scores, clips, settings.max_lag),
-                      "drift": drift["drift"] if drift else None, "speed_rho": speed["rho"] if speed else None},
-            "oracle": {**row(oracle_scores, clips, settings.max_lag), "drift": None,
-                       "speed_rho": oracle_speed["rho"]},
-            "floor": {**row(floor_scores, clips, settings.max_lag), "drift": 0.0 if drift else None,
-                      "speed_rho": 0.0 if speed else None},
-        },
-        "drift": drift,
-        "speed_control": speed,
-        "oracle_speed": oracle_speed,
-        "evaluator": evaluator_figures,
+        "rows": rows, "distances": distances, "drift": drift, "speed_control": speed,
+        "oracle_speed": run.oracle_speed(entries), "evaluator": run.evaluator_figures(entries),
         "curves": [{"clip": c.id, "true": c.truth["mouth_open"].tolist(), "model": m.mouth.tolist(),
                     "oracle": o.mouth.tolist(), "brow_true": c.truth["brow_raise"].tolist(),
                     "brow_model": m.brow.tolist(), "brow_oracle": o.brow.tolist()}
-                   for c, m, o in zip(clips, model_scores, oracle_scores)],
+                   for c, m, o in zip(clips, scores["model"], scores["oracle"])],
         "timings": {"renders": run.timings, "render_seconds": round(sum(t["seconds"] for t in run.timings), 1),
                     "rendered_frames": sum(t["frames"] for t in run.timings),
                     "total_seconds": round(time.perf_counter() - started, 1)},
     }
-    model_lip, oracle_lip = report["rows"]["model"]["lip_r"], report["rows"]["oracle"]["lip_r"]
-    report["rows"]["model"]["lip_r_of_oracle"] = (model_lip / oracle_lip if model_lip is not None and oracle_lip
-                                                  else None)
     return report
+
+
+def score_rows(videos: dict[str, list[np.ndarray]], clips: list[EvalClip], references: list[Reference],
+               evaluator: Evaluator, samples_per_frame: int) -> dict[str, list]:
+    """Every video of every row scored against its clip."""
+    statics = [metrics.static_mask(c.frames, c.face_mask) for c in clips]
+    silent = [metrics.silent_frames(c.audio, c.num_frames, samples_per_frame) for c in clips]
+    return {name: [score_video(v, c, r.pixels, st, evaluator, si)
+                   for v, c, r, st, si in zip(frames, clips, references, statics, silent)]
+            for name, frames in videos.items()}
+
+
+def other_identity_row(clips: list[EvalClip], references: list[Reference], evaluator: Evaluator) -> dict:
+    """Identity similarity of real frames of another test identity (the next clip whose identity
+    differs) to each clip's reference: the floor of the identity figure."""
+    if evaluator.identity is None:
+        return {"identity": None}
+    values = []
+    for i, (clip, ref) in enumerate(zip(clips, references)):
+        others = [c for c in clips[i + 1:] + clips[:i] if c.identity != clip.identity]
+        if others:
+            values.append(float(evaluator.identity.similarity(others[0].frames, ref.pixels).mean()))
+    return {"identity": float(np.mean(values)) if values else None}
+
+
+def distribution_distances(videos: dict[str, list[np.ndarray]], clips: list[EvalClip], evaluator: Evaluator) -> dict:
+    """Fréchet distances (frame and clip level) of each row's videos to the real clips, and the
+    floor: two disjoint halves of the real clips against each other."""
+    real = [evaluator.features(c.frames) for c in clips]
+    space = FeatureSpace(np.concatenate(real))
+    out = {name: distances([evaluator.features(v) for v in frames], real, space)
+           for name, frames in videos.items() if name != "oracle"}
+    out["oracle"] = distances(real[1::2], real[::2], space) if len(clips) >= 2 else {"fid": None, "fvd": None}
+    return out
+
+
+def round_trip(pipeline, frames: np.ndarray, batch: int = 8) -> np.ndarray:
+    """uint8 (N, R, R, 3) frames through the model's own autoencoder (encode, decode), uint8, at the
+    frames' resolution (resized to the model's and back when they differ)."""
+    from .evaluator import to_tensor
+
+    r, model_res = frames.shape[1], pipeline.config.resolution
+    if r != model_res:
+        frames = np.stack([cv2.resize(f, (model_res, model_res), interpolation=cv2.INTER_AREA) for f in frames])
+    out = []
+    for i in range(0, len(frames), batch):
+        latents = pipeline.components.encode_images(to_tensor(frames[i:i + batch]))
+        images = pipeline.components.decode_latents(latents).float().clamp(-1, 1)
+        out.append(((images.permute(0, 2, 3, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy())
+    video = np.concatenate(out)
+    if r != model_res:
+        video = np.stack([cv2.resize(f, (r, r), interpolation=cv2.INTER_AREA) for f in video])
+    return video
+
+
+def _attach_motion(rows: dict, drift: dict | None, speed: dict | None, oracle_speed: dict) -> None:
+    for name in rows:
+        rows[name].setdefault("drift", None)
+        rows[name].setdefault("speed_rho", None)
+    rows["model"].update(drift=drift["drift"] if drift else None, speed_rho=speed["rho"] if speed else None)
+    rows["oracle"]["speed_rho"] = oracle_speed["rho"]
+    rows["floor"].update(drift=0.0 if drift else None, speed_rho=0.0 if speed else None)
+    model_lip, oracle_lip = rows["model"]["lip_r"], rows["oracle"]["lip_r"]
+    rows["model"]["lip_r_of_oracle"] = model_lip / oracle_lip if model_lip is not None and oracle_lip else None
 
 
 def _long_audio(data: HeldOutData, entries, samples: int) -> np.ndarray:
@@ -317,7 +308,7 @@ def _drift(video: np.ndarray, reference: np.ndarray, window: int, fps: int) -> d
 def measured_speed(evaluator: Evaluator, frames: np.ndarray) -> float:
     """Mean head speed (deg/frame) of a video, from the evaluator's pose."""
     pose = evaluator.measure(frames)
-    return float(metrics.head_speed(np.stack([pose["yaw"], pose["pitch"], pose["roll"]], 1)).mean())
+    return float(head_speed(np.stack([pose["yaw"], pose["pitch"], pose["roll"]], 1), SPEED_SMOOTHING).mean())
 
 
 def _real_clips(data: HeldOutData, entries, evaluator: Evaluator) -> tuple[dict, dict]:
@@ -331,7 +322,8 @@ def _real_clips(data: HeldOutData, entries, evaluator: Evaluator) -> tuple[dict,
         for name in LABELS:
             if metrics.varies(clip.truth[name]):
                 rs[name].append(metrics.pearson(values[name], clip.truth[name]))
-        measured.append(float(metrics.head_speed(np.stack([values[k] for k in ("yaw", "pitch", "roll")], 1)).mean()))
+        pose = np.stack([values[k] for k in ("yaw", "pitch", "roll")], 1)
+        measured.append(float(head_speed(pose, SPEED_SMOOTHING).mean()))
         true.append(float(clip.truth["head_speed"].mean()))
     figures = {"clips": len(entries), "r": {name: float(np.mean(v)) if v else None for name, v in rs.items()},
                "clips_per_label": {name: len(v) for name, v in rs.items()}}

@@ -123,7 +123,9 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Polyphase resampling (T,) -> (ceil(T * to_rate / from_rate),) float32."""
     if from_rate == to_rate:
         return samples.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly  # imported here: scipy.signal takes seconds to import
+    from scipy.signal import (
+        resample_poly,  # imported here: scipy.signal takes seconds to import
+    )
 
     g = math.gcd(from_rate, to_rate)
     return resample_poly(samples, to_rate // g, from_rate // g).astype(np.float32)

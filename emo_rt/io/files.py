@@ -1,9 +1,12 @@
-"""Checks on input and output paths, and atomic writes (temp file beside the target, renamed)."""
+"""Checks on input and output paths, and the atomic writers every module uses: a file or a directory is
+written under a hidden temporary name beside its target and renamed into place when complete."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,23 +56,89 @@ def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Pat
     return path
 
 
+PARTIAL_MARK = ".part"  # in the name of every temporary file the writers below make
+
+
+def remove_partials(directory: str | os.PathLike[str]) -> int:
+    """Delete the temporary files a killed writer left in `directory`; returns how many."""
+    stale = [p for p in Path(directory).glob(f".*{PARTIAL_MARK}*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def temp_path_beside(path: Path, suffix: str) -> Path:
     """Create an empty hidden temp file in `path`'s directory (same filesystem, so a rename is atomic)."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".part{suffix}")
-    except OSError as e:
-        raise InputError(f"cannot write to output directory {path.parent}: {e.strerror or e}") from e
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f"{PARTIAL_MARK}{suffix}")
     os.close(fd)
     return Path(tmp)
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], what: str = "output") -> Iterator[Path]:
-    """Yield a temp path to write; it replaces `path` only if the block finishes without error."""
-    path = check_output_path(path, what)
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a hidden temp path beside `path` (same extension, so writers that go by it still do);
+    it replaces `path` if the block finishes, and is removed if it raises."""
+    path = Path(path)
     tmp = temp_path_beside(path, path.suffix)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: object, indent: int | None = 1, **dumps) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=indent, **dumps) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a hidden partial directory beside `path`; when the block finishes its files are fsynced
+    and it replaces `path` (and whatever was there); if the block raises it is removed."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+        _fsync_tree(partial)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(path, old)
+            os.rename(partial, path)
+            shutil.rmtree(old)
+        else:
+            os.rename(partial, path)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _fsync_tree(directory: Path) -> None:
+    """Flush every file and folder under `directory` to disk (a rename after this survives a crash)."""
+    for item in sorted(directory.rglob("*"), reverse=True) + [directory]:
+        fd = os.open(item, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], what: str = "output") -> Iterator[Path]:
+    """A user's output file: checked first (one InputError line), then written as `atomic_path`."""
+    path = check_output_path(path, what)
+    with atomic_path(path) as tmp:
+        yield tmp

@@ -106,7 +106,9 @@ def parse_face_box(text: str) -> FaceBox:
 def _mediapipe_detector(model_selection: int) -> object | None:
     """mediapipe FaceDetection (0: short range, faces within ~2 m; 1: full range); None if absent."""
     try:
-        from mediapipe.python.solutions.face_detection import FaceDetection as MPFaceDetection
+        from mediapipe.python.solutions.face_detection import (
+            FaceDetection as MPFaceDetection,
+        )
     except ImportError:
         logger.info("mediapipe is not installed; using the OpenCV Haar cascade for faces")
         return None

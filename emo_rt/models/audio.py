@@ -45,10 +45,8 @@ class AudioEncoder(nn.Module):
         return torch.cat([features, self.prosody(waveform, num_frames)], dim=2)
 
     def prosody(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """(B, samples) -> (B, F, R, D): pitch, voicing, loudness (+ the held pitch rise); no weights,
-        host-side in engines."""
-        return prosody_row(waveform, num_frames, self.config.sample_rate, self.config.hidden_size,
-                           self.config.prosody_hold)
+        """(B, samples) -> (B, F, 1, D): pitch, voicing, loudness; no weights, host-side in engines."""
+        return prosody_row(waveform, num_frames, self.config.sample_rate, self.config.hidden_size)
 
     def wav2vec2_features(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
         """(B, samples) -> (B, F, len(feature_layers), D): what the exported engine computes."""
@@ -91,14 +89,3 @@ class AudioProjector(nn.Module):
         tokens = self.proj(windows).reshape(b, f, self.config.num_tokens, self.config.token_dim)
         return self.norm(tokens)
 
-
-def grow_projector_rows(state: dict[str, torch.Tensor], config: AudioConfig, old_rows: int) -> dict[str, torch.Tensor]:
-    """An AudioProjector state dict made for `old_rows` feature rows -> one for `config`'s rows, the
-    new rows (appended after the old ones) read through zero weights: the grown projector gives the
-    same tokens as before until training moves those weights."""
-    key = "proj.0.weight"
-    hidden, window = config.projector_hidden, 2 * config.context_frames + 1
-    old = state[key].reshape(hidden, window, old_rows, config.hidden_size)
-    grown = old.new_zeros(hidden, window, config.num_feature_rows, config.hidden_size)
-    grown[:, :, :old_rows] = old
-    return {**state, key: grown.reshape(hidden, -1)}

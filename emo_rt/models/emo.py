@@ -6,8 +6,6 @@ A model directory is `config.json` (EmoConfig) beside one `<part>.safetensors` p
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -16,6 +14,7 @@ from torch import nn
 
 from emo_rt.config import EmoConfig
 from emo_rt.errors import WeightsError
+from emo_rt.io.files import atomic_path
 from emo_rt.models.audio import AudioEncoder, AudioProjector
 from emo_rt.models.face_locator import FaceLocator
 from emo_rt.models.speed import SpeedEncoder
@@ -57,9 +56,8 @@ class EmoModel(nn.Module):
             state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
                      .detach().contiguous().cpu() for k, v in getattr(self, part).state_dict().items()}
             path = directory / f"{part}.safetensors"
-            tmp = path.with_name(path.name + ".tmp")
-            save_file(state, str(tmp), metadata={"format": "pt", "part": part})
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                save_file(state, str(tmp), metadata={"format": "pt", "part": part})
         self.config.save(directory)
         return directory
 
@@ -79,16 +77,12 @@ class EmoModel(nn.Module):
         return model.to(device=device, dtype=dtype).eval()
 
 
-def load_part(module: nn.Module, path: Path,
-              adapt: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> None:
-    """Load one safetensors file strictly into `module`, with one-line errors for mismatches;
-    `adapt` maps the file's state dict first (a part grown since it was saved)."""
+def load_part(module: nn.Module, path: Path) -> None:
+    """Load one safetensors file strictly into `module`, with one-line errors for mismatches."""
     try:
         state = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for corrupt headers
         raise WeightsError(f"{path} is not a readable safetensors file: {err}") from None
-    if adapt is not None:
-        state = adapt(state)
     own = module.state_dict()
     unexpected = sorted(set(state) - set(own))
     absent = sorted(set(own) - set(state))

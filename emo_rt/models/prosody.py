@@ -10,14 +10,6 @@ first layer can read them non-linearly:
 - voicing: the normalised autocorrelation peak (0 silence/noise .. 1 periodic), 0 when unvoiced;
 - loudness: frame RMS over the 90th percentile of the audio's voiced-or-loud frames, clipped to 2.
 
-With `AudioConfig.prosody_hold` > 0 a second row carries the held pitch rise: the rise
-clip((semitones - 1) / 3, 0, 1) (more than a semitone above the voiced median, saturating at four),
-held by a peak follower that decays by `prosody_hold` per frame (fast attack, slow release). A
-pitch accent's expression outlasts the accent itself; the projector sees only frames t-2..t+2, so
-without this row a raise that began a second ago is invisible to it. (On the synthetic corpus the
-brows are made from exactly this kind of rule with a decay of 0.82, so there the row nearly gives
-the answer: r 0.93 against the true brow raise on the test clips, against 0.57 for the unheld rise.)
-
 F0 uses the normalised autocorrelation of a 64 ms Hann window centred on each frame (lags for
 65-420 Hz). It runs in torch on the host in every backend (FFT-based, cheap: ~2 ms per second of
 audio on one CPU core), so the exported wav2vec2 engine stays free of DFT ops.
@@ -84,30 +76,9 @@ def fourier_encode(values: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(flat, (0, width - flat.shape[-1]))
 
 
-def held_pitch_rise(pitch: torch.Tensor, voicing: torch.Tensor, decay: float) -> torch.Tensor:
-    """(B, F) pitch (semitones / 6) and voicing -> (B, F): the rise above the median, peak-held."""
-    rise = ((pitch * 6 - 1) / 3).clamp(0, 1) * (voicing > 0)
-    held = torch.empty_like(rise)
-    level = torch.zeros_like(rise[:, 0])
-    for t in range(rise.shape[1]):  # causal: a held raise only ever looks back
-        level = torch.maximum(rise[:, t], level * decay)
-        held[:, t] = level
-    return held
-
-
-def prosody_row(waveform: torch.Tensor, num_frames: int, sample_rate: int, width: int,
-                hold: float = 0.0) -> torch.Tensor:
-    """(B, S) -> (B, F, R, width): the prosody row(s) stacked after the wav2vec2 layers; R = 1, or 2
-    with the held pitch rise (`hold` > 0: its decay per frame)."""
+def prosody_row(waveform: torch.Tensor, num_frames: int, sample_rate: int, width: int) -> torch.Tensor:
+    """(B, S) -> (B, F, 1, width): the prosody row stacked after the wav2vec2 layers."""
     if width < 3 * NUM_VALUES:
         raise ValueError(f"the prosody row needs a width of at least {3 * NUM_VALUES}, got {width}")
     values = prosody_values(waveform, num_frames, sample_rate)
-    rows = [fourier_encode(values, width)]
-    if hold > 0:
-        held = held_pitch_rise(values[..., 0], values[..., 1], hold)[..., None]  # (B, F, 1)
-        # one value, so its 9 encoded values repeat across the row: as many projector inputs as a
-        # full row has, which lets a zero-initialised row (trainer.py _GROWS) learn as fast as the others
-        encoded = fourier_encode(held, 3 * NUM_VALUES)
-        copies = width // encoded.shape[-1]
-        rows.append(F.pad(encoded.repeat(1, 1, copies), (0, width - copies * encoded.shape[-1])))
-    return torch.stack(rows, dim=2).to(waveform.dtype)
+    return fourier_encode(values, width)[:, :, None].to(waveform.dtype)

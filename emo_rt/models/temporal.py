@@ -15,7 +15,11 @@ from diffusers.models.attention import FeedForward
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 from torch import nn
 
-from emo_rt.models.attention import Attention, FrameTokenAttnProcessor, TemporalAttnProcessor
+from emo_rt.models.attention import (
+    Attention,
+    FrameTokenAttnProcessor,
+    TemporalAttnProcessor,
+)
 from emo_rt.models.conditioning import Conditioning
 
 

@@ -11,7 +11,11 @@ import torch
 from diffusers.models.attention import FeedForward
 from torch import nn
 
-from emo_rt.models.attention import Attention, CrossAttnProcessor, ReferenceAttnProcessor
+from emo_rt.models.attention import (
+    Attention,
+    CrossAttnProcessor,
+    ReferenceAttnProcessor,
+)
 from emo_rt.models.conditioning import Conditioning
 
 

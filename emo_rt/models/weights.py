@@ -113,7 +113,9 @@ def load_motion_adapter_state(source: str | Path) -> dict[str, torch.Tensor]:
     path = _find_weights(Path(source), "motion_adapter")
     state = read_state_dict(path)
     if any("temporal_transformer" in k for k in state):
-        from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers
+        from diffusers.loaders.single_file_utils import (
+            convert_animatediff_checkpoint_to_diffusers,
+        )
 
         state = convert_animatediff_checkpoint_to_diffusers(state)
     return state

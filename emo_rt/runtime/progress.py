@@ -1,55 +1,62 @@
-"""Rich progress bars: renders (windows, denoising steps, frames per second) and the base that
-engine builds share (a rich Progress that is a no-op when disabled)."""
+"""Progress bars: the one rich bar every long command builds (`progress_bar`), and the render
+progress the window loop advances (`RenderProgress`: frames with their rate, and the denoising
+steps of the current window)."""
 
 from __future__ import annotations
 
 import time
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
-class OptionalProgress:
-    """Context manager around a rich Progress with `columns`; with enabled=False it shows nothing
-    (subclasses check `self.enabled` before touching `self.progress`)."""
+def progress_bar(*fields: str, enabled: bool = True, console: Console | None = None) -> Progress:
+    """description, bar, done/total, one text column per task field in `fields` (the caller passes
+    them already formatted), elapsed and remaining time. Disabled, it shows nothing."""
+    columns = [TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+               *(TextColumn(f"{{task.fields[{name}]}}") for name in fields), TimeElapsedColumn(), TimeRemainingColumn()]
+    return Progress(*columns, console=console, disable=not enabled)
 
-    def __init__(self, enabled: bool, *columns: ProgressColumn):
+
+class RenderProgress:
+    """Frames rendered (with frames/s) and the current window's denoising steps. The window loop
+    calls `advance_step` and `advance_window`; `stage(name)` relabels the frames bar (eval renders
+    several videos under one bar)."""
+
+    def __init__(self, total_frames: int, steps: int, enabled: bool = True, label: str = "frames"):
+        self.progress = progress_bar("rate", enabled=enabled)
         self.enabled = enabled
-        if enabled:
-            self.progress = Progress(*columns, transient=False)
+        self.frames = 0
+        self.started = time.perf_counter()
+        self.frames_task = self.progress.add_task(label, total=total_frames, rate="")
+        self.steps_task = self.progress.add_task("  steps", total=steps, rate="")
 
-    def __enter__(self):
-        if self.enabled:
-            self.progress.__enter__()
+    def __enter__(self) -> "RenderProgress":
+        self.progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.progress.__exit__(*exc)
+        self.progress.__exit__(*exc)
 
-
-class RenderProgress(OptionalProgress):
-    """The pipeline advances it per step and per window."""
-
-    def __init__(self, total_frames: int, num_windows: int, steps: int, enabled: bool = True):
-        super().__init__(enabled, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                         TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
-        self.frames = 0
-        self.started = time.perf_counter()
-        if not enabled:
-            return
-        self.windows = self.progress.add_task("windows", total=num_windows, rate="")
-        self.steps = self.progress.add_task("steps  ", total=steps, rate="")
-        self.frames_task = self.progress.add_task("frames ", total=total_frames, rate="")
+    def stage(self, name: str) -> None:
+        self.progress.update(self.frames_task, description=name)
 
     def advance_step(self) -> None:
-        if self.enabled:
-            self.progress.advance(self.steps)
+        self.progress.advance(self.steps_task)
 
     def advance_window(self, frames: int) -> None:
         self.frames += frames
-        if not self.enabled:
-            return
         fps = self.frames / max(time.perf_counter() - self.started, 1e-9)
-        self.progress.advance(self.windows)
-        self.progress.reset(self.steps)
+        self.progress.reset(self.steps_task)
         self.progress.update(self.frames_task, advance=frames, rate=f"{fps:.2f} frames/s")
+
+    def print(self, text: str) -> None:
+        if self.enabled:
+            self.progress.console.print(text)

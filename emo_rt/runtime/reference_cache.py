@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,6 +24,8 @@ import numpy as np
 import torch
 
 import emo_rt
+from emo_rt.digest import json_digest, tensors_digest, weights_digest
+from emo_rt.io.files import atomic_path
 from emo_rt.io.image import Reference
 
 FORMAT_VERSION = 1
@@ -46,7 +47,7 @@ def default_cache_dir() -> Path:
 def weights_key(model_dir: str | Path) -> str:
     """Digest of the tensors of the weight files that the reference features come from."""
     paths = [Path(model_dir) / f"{part}.safetensors" for part in WEIGHT_PARTS]
-    return _json_digest({p.name: _file_weights_digest(p.resolve(), *_stat(p)) for p in paths})
+    return json_digest({p.name: _file_weights_digest(p.resolve(), *_stat(p)) for p in paths})
 
 
 def _stat(path: Path) -> tuple[int, int, int]:
@@ -57,13 +58,7 @@ def _stat(path: Path) -> tuple[int, int, int]:
 @lru_cache(maxsize=64)
 def _file_weights_digest(path: Path, size: int, mtime_ns: int, inode: int) -> str:
     """Memoised per process by the file's stat (a rewritten file has a new one)."""
-    from emo_rt.runtime.backends.manifest import weights_digest
-
     return weights_digest(path)
-
-
-def _json_digest(data: object) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def components_identity(components) -> dict:
@@ -82,15 +77,6 @@ def _live_weights_token(components) -> tuple:
     if model is None:
         return ()
     return tuple((id(p), p._version) for part in WEIGHT_PARTS for p in getattr(model, part).parameters())
-
-
-def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous().reshape(-1)
-        digest.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 class ReferenceCache:
@@ -180,13 +166,8 @@ class ReferenceCache:
                 "digest": tensors_digest(tensors)}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".part")
-            os.close(fd)
-            try:
-                save_file(tensors, tmp, metadata=meta)
-                os.replace(tmp, path)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            with atomic_path(path) as tmp:
+                save_file(tensors, str(tmp), metadata=meta)
         except OSError as err:  # a cache that cannot be written costs speed, not the render
             warnings.warn(f"reference cache: cannot write {path} ({err.strerror or err})", stacklevel=3)
             return

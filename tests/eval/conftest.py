@@ -36,3 +36,10 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     EmoModel(tiny()).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def evaluator():
+    from emo_rt.eval.evaluator import Evaluator
+
+    return Evaluator.from_pretrained()

@@ -21,10 +21,11 @@ def _default_model_or_skip():
 @pytest.mark.slow
 def test_default_model_lip_syncs_a_held_out_clip(request):
     from emo_rt.eval import EvalSettings, HeldOutData, evaluate, load_pipeline
+    from emo_rt.pipeline import RenderSettings
 
     model_dir = _default_model_or_skip()
     small_corpus = request.getfixturevalue("small_corpus")  # made only when there is a model to test
-    settings = EvalSettings(clips=1, steps=STEPS, cfg=CFG, drift_seconds=0, speed_seconds=0)
+    settings = EvalSettings(render=RenderSettings(steps=STEPS, cfg=CFG), clips=1, drift_seconds=0, speed_seconds=0)
     report = evaluate(load_pipeline(model_dir), HeldOutData(*small_corpus), settings, progress=False)
     model, oracle = report["rows"]["model"], report["rows"]["oracle"]
     assert oracle["lip_r"] >= 0.9, oracle  # the measurement itself works on this clip

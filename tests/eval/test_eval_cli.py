@@ -80,4 +80,4 @@ def test_no_test_clips_is_one_line(small_corpus, tmp_path, capsys):
 def test_bad_settings_are_one_line(tmp_path, capsys):
     line = run_error(["eval", "--data", str(tmp_path), "--corpus", str(tmp_path), "--out", str(tmp_path / "r"),
                       "--clips", "0"], capsys)
-    assert "--clips 0" in line
+    assert "argument --clips: 0 is out of range: give an integer >= 1" in line

@@ -13,11 +13,6 @@ from emo_rt.eval.evaluator import Evaluator, EvaluatorConfig, FaceEvaluator
 from emo_rt.eval.metrics import pearson
 
 
-@pytest.fixture(scope="module")
-def evaluator() -> Evaluator:
-    return Evaluator.from_pretrained()
-
-
 @pytest.mark.slow
 def test_shipped_evaluator_reads_mouth_opening_on_unseen_videos(small_corpus, evaluator):
     data = HeldOutData(*small_corpus)

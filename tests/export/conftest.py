@@ -15,9 +15,9 @@ import shutil
 
 import pytest
 import torch
+from export_helpers import THREADS
 
 from emo_rt.config import tiny
-from export_helpers import THREADS
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import pytest
+from export_helpers import ALL_ENGINES, perturb_weights
 
 from emo_rt.cli import main
-from export_helpers import ALL_ENGINES, perturb_weights
 from tests.pipeline.conftest import draw_face, write_speech_like
 
 

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 
 import pytest
+from export_helpers import ALL_ENGINES as ALL
+from export_helpers import perturb_weights
 
 from emo_rt.config import tiny
 from emo_rt.export import build as build_module
@@ -21,8 +23,6 @@ from emo_rt.export import manifest as write_side
 from emo_rt.export.specs import export_specs
 from emo_rt.runtime.backends import StaleEngineError, load_components
 from emo_rt.runtime.backends import manifest as read_side
-from export_helpers import ALL_ENGINES as ALL
-from export_helpers import perturb_weights
 
 
 def build(model_dir, out, precision="fp32"):

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from export_helpers import PARITY_CASES, THREADS, case_id, check_engine_outputs, relative_error
 
 from emo_rt.config import EmoConfig
 from emo_rt.export.specs import export_specs
-
-from export_helpers import PARITY_CASES, THREADS, case_id, check_engine_outputs, relative_error
 
 
 @pytest.fixture(scope="module")

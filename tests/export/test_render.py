@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from export_helpers import THREADS
 
 from emo_rt.io.image import FaceBox, prepare_reference
 from emo_rt.models import EmoModel
@@ -14,7 +15,6 @@ from emo_rt.pipeline import EmoPipeline, RenderSettings
 from emo_rt.runtime.backends import load_components
 from emo_rt.runtime.components import TorchComponents
 from emo_rt.schedulers import noise_schedule
-from export_helpers import THREADS
 
 
 def drawn_portrait(size: int = 160) -> np.ndarray:

@@ -17,8 +17,24 @@ def test_unknown_key_is_refused(tmp_path):
     data = tiny().to_dict()
     data["unet"]["block_out_chanels"] = [1, 2]
     (tmp_path / "config.json").write_text(json.dumps(data))
-    with pytest.raises(WeightsError, match="unknown keys.*block_out_chanels"):
+    with pytest.raises(WeightsError, match="config.json: unknown key 'unet.block_out_chanels'"):
         EmoConfig.load(tmp_path)
+
+
+def test_a_missing_key_is_refused_by_name(tmp_path):
+    """A model directory's config is written whole: a key it lacks is an error, never a default."""
+    data = tiny().to_dict()
+    del data["vae"]["scaling_factor"]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(WeightsError, match="config.json: missing key 'vae.scaling_factor'"):
+        EmoConfig.load(tmp_path)
+
+
+def test_a_wrong_type_is_refused_by_name():
+    data = tiny().to_dict()
+    data["num_frames"] = "eight"
+    with pytest.raises(WeightsError, match="config: num_frames: expected an integer"):
+        EmoConfig.from_dict(data)
 
 
 def test_inconsistent_geometry_is_refused():

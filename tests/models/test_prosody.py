@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from emo_rt.models.audio import AudioEncoder, AudioProjector
-from emo_rt.models.prosody import fourier_encode, held_pitch_rise, prosody_row, prosody_values
+from emo_rt.models.prosody import fourier_encode, prosody_row, prosody_values
 
 SR, FPS = 16000, 25
 
@@ -72,43 +72,3 @@ def test_encoder_appends_the_row_only_when_configured(tiny_config):
     assert torch.equal(b[:, :, :-1], a)
     assert torch.equal(b[:, :, -1:], prosody_row(wave, FPS, SR, audio.hidden_size))
     assert AudioProjector(audio)(b).shape == AudioProjector(tiny_config.audio)(a).shape
-
-
-def test_held_pitch_rise_attacks_at_once_and_decays_by_the_hold():
-    # (B, F) pitch in semitones / 6: on the median, 4 semitones up for 3 frames, back on the median
-    semitones = torch.tensor([[0.0, 0.0, 4.0, 4.0, 4.0, 0.0, 0.0, 0.0, 0.0, 2.5]])
-    voicing = torch.ones_like(semitones)
-    voicing[0, -1] = 0  # an unvoiced frame's pitch does not count
-    held = held_pitch_rise(semitones / 6, voicing, decay=0.5)[0]
-    assert held[:2].abs().max() == 0  # causal: nothing before the rise
-    assert torch.allclose(held[2:5], torch.ones(3))  # 4 semitones saturates at 1
-    assert torch.allclose(held[5:9], torch.tensor([0.5, 0.25, 0.125, 0.0625]))
-    assert held[9] == pytest.approx(0.03125)  # unvoiced: decays on
-    small = held_pitch_rise(torch.tensor([[2.5 / 6]]), torch.ones(1, 1), 0.5)
-    assert small.item() == pytest.approx(0.5)  # (2.5 - 1) / 3
-
-
-def test_hold_adds_a_second_row_that_follows_a_pitch_accent(tiny_config):
-    audio = dataclasses.replace(tiny_config.audio, prosody=True, prosody_hold=0.82)
-    assert audio.num_feature_rows == len(audio.feature_layers) + 2
-    # 1 s at 180 Hz, 0.4 s four semitones up, 1 s back at 180 Hz: the median sits on 180 Hz
-    wave = torch.cat([tone(180.0, 1.0), tone(180.0 * 2 ** (4 / 12), 0.4), tone(180.0, 1.0)])
-    frames = round(wave.numel() / SR * FPS)
-    rows = prosody_row(wave[None], frames, SR, audio.hidden_size, audio.prosody_hold)  # (1, F, 2, D)
-    assert rows.shape == (1, frames, 2, audio.hidden_size)
-    assert torch.equal(rows[:, :, :1], prosody_row(wave[None], frames, SR, audio.hidden_size))
-    held = rows[0, :, 1, 0]  # the encoded value itself comes first, and repeats every 9 channels
-    assert torch.equal(rows[0, :, 1, 9:18], rows[0, :, 1, :9]) and rows[0, :, 1, 63:].abs().max() == 0
-    assert held[3:22].abs().max() == 0 and (held[28:33] > 0.95).all()
-    after = held[38:48]  # released: 0.82 per frame
-    assert torch.allclose(after[1:] / after[:-1], torch.full((9,), 0.82), atol=1e-4)
-    encoder = AudioEncoder(audio).eval()
-    with torch.no_grad():
-        assert encoder(wave[None], frames).shape[2] == audio.num_feature_rows
-
-
-def test_hold_needs_the_prosody_row_and_a_decay_below_one(tiny_config):
-    with pytest.raises(ValueError, match="needs audio.prosody"):
-        dataclasses.replace(tiny_config.audio, prosody=False, prosody_hold=0.8)
-    with pytest.raises(ValueError, match=r"decay in \[0, 1\)"):
-        dataclasses.replace(tiny_config.audio, prosody=True, prosody_hold=1.0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emo_rt.bench import bench_options, count_flops, format_table, psnr, run_bench
+from emo_rt.bench import bench_options, count_flops, format_table, run_bench, video_psnr
 from emo_rt.cli import main
 
 
@@ -25,10 +25,13 @@ def test_count_flops_counts_matmuls_convolutions_and_cpu_attention():
     assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == explicit == 2 * 6 * 11 * 13 * (8 + 16)
 
 
-def test_psnr():
+def test_video_psnr_is_one_mse_over_every_pixel():
     a = np.zeros((2, 4, 4, 3), np.uint8)
-    assert psnr(a, a) == float("inf")
-    assert psnr(a, a + 1) == pytest.approx(20 * np.log10(255), abs=1e-9)
+    assert video_psnr(a, a) == 200.0  # identical: the cap (the bench reports identical frames as such)
+    assert video_psnr(a, a + 1) == pytest.approx(20 * np.log10(255), abs=1e-9)
+    b = a.copy()
+    b[1] = 2  # frame 0 exact, frame 1 off by 2: MSE 2 over the video, not the mean of per-frame PSNRs
+    assert video_psnr(b, a) == pytest.approx(10 * np.log10(255 ** 2 / 2), abs=1e-9)
 
 
 def test_quick_bench_writes_json_png_and_table(model_dir, tmp_path):

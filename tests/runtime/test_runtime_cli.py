@@ -34,6 +34,9 @@ def test_render_reuses_reference_features_across_runs(model_dir, portrait, tmp_p
     assert len(calls) == 2
     assert "real-time factor" in capsys.readouterr().out
 
-    a, b, c = (read_video(tmp_path / f"{n}.mp4")[0] for n in "abc")
+    assert main([*common, "-o", str(tmp_path / "d.mp4"), "--seed", "1"]) == 0  # the control: other noise
+    a, b, c, d = (read_video(tmp_path / f"{n}.mp4")[0].astype(int) for n in "abcd")
     assert a.shape[0] == 10 and np.array_equal(a, b)
-    assert np.abs(a.astype(int) - c).mean() < 1  # another thread count: the same frames up to rounding
+    # another thread count sums in another order: float rounding, which a random-init model amplifies
+    # (1.4 grey levels measured), far below what other noise changes
+    assert np.abs(a - c).mean() < 0.2 * np.abs(a - d).mean()

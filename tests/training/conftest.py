@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from emo_rt.training.toy_data import ensure_toy_run
-from emo_rt.training.trainer import stage_paths
+from emo_rt.training.plan import stage_paths
+from tests.training.toy_data import ensure_toy_run
 
 
 @pytest.fixture(scope="module")

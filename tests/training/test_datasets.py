@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from emo_rt.io.shards import ClipData, ShardIndex, ShardWriter
 from emo_rt.training.data.datasets import (
     ClipWindowDataset,
     FramePairDataset,
     write_audio_feature_cache,
     write_latent_cache,
 )
-from emo_rt.training.data.shards import ClipData, ShardIndex, ShardWriter
 
 R, SPF = 32, 640  # resolution, audio samples per frame (16 kHz / 25 fps)
 N_MOTION, N_FRAMES, CONTEXT = 4, 8, 2
@@ -168,7 +168,7 @@ def test_latent_cache_is_written_once_and_read_by_both_datasets(root, tmp_path):
     cache = tmp_path / "latents"
     assert write_latent_cache(root, encode_images, cache, batch_size=7) == len(CLIPS) + 1
     files = {p.stem: p for p in cache.glob("*.npy")}
-    assert set(files) == set(CLIPS) | {"v"} and not list(cache.glob("*.tmp"))
+    assert set(files) == set(CLIPS) | {"v"} and not list(cache.glob(".*.part*"))
     stored = np.load(files["a"])
     assert stored.dtype == np.float16 and stored.shape == (CLIPS["a"], 4, R // 8, R // 8)
     stamps = {k: p.stat().st_mtime_ns for k, p in files.items()}

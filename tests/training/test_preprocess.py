@@ -18,13 +18,13 @@ import cv2
 import numpy as np
 import pytest
 
+from emo_rt.io.shards import ShardIndex
 from emo_rt.io.video import read_video
 from emo_rt.training.data.preprocess import preprocess
 from emo_rt.training.data.preprocess.clip import box_mask, square_crop
 from emo_rt.training.data.preprocess.decode import resample_frames
 from emo_rt.training.data.preprocess.evaluate import compare_with_sidecars
 from emo_rt.training.data.preprocess.sources import find_sources
-from emo_rt.training.data.shards import ShardIndex
 from emo_rt.training.data.speed_buckets import fit_speed_buckets
 
 pytest.importorskip("mediapipe")

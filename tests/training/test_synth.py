@@ -77,7 +77,7 @@ def test_layout_and_sidecar_schema(corpus):
         for key in ("mouth_open", "brow_raise", "blink"):
             v = np.array(side["frames"][key])
             assert v.min() >= 0 and v.max() <= 1, key
-    assert not list(corpus.rglob("*.partial"))
+    assert not list(corpus.rglob(".*.part*"))
 
 
 def test_frame_count_is_25_per_second_of_audio(corpus):
@@ -143,12 +143,12 @@ def test_rerun_keeps_finished_clips_and_redoes_missing_ones(tmp_path):
     before = _files(tmp_path)
     clips = tmp_path / "clips"
     (clips / "c00001.mp4").unlink()                             # as if killed mid-clip
-    (clips / ".c00001.mp4.partial").write_bytes(b"half a file")
+    (clips / ".c00001.k2j4x.part.mp4").write_bytes(b"half a file")  # as atomic_path names them
     kept = (clips / "c00000.mp4").stat().st_mtime_ns
     generate_corpus(tmp_path, **kwargs)
     assert _files(tmp_path) == before
     assert (clips / "c00000.mp4").stat().st_mtime_ns == kept
-    assert not list(clips.glob("*.partial")) and not list(clips.glob(".*.partial"))
+    assert not list(clips.glob(".*.part*"))
 
 
 def test_mouth_follows_the_speech_envelope(corpus):

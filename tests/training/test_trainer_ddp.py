@@ -10,13 +10,17 @@ import sys
 import numpy as np
 import torch
 
+from emo_rt.training.distributed import Distributed
 from emo_rt.training.logs import read_losses
-from emo_rt.training.toy_data import toy_recipe, write_recipe
-from emo_rt.training.trainer import Distributed, Trainer, plan, stage_paths
+from emo_rt.training.loop import Trainer
+from emo_rt.training.plan import plan, stage_paths
+from tests.training.toy_data import toy_recipe, write_recipe
 
 WORKER = '''
 import sys, torch
-from emo_rt.training.trainer import Distributed, Trainer, plan
+from emo_rt.training.distributed import Distributed
+from emo_rt.training.loop import Trainer
+from emo_rt.training.plan import plan
 recipe, data, out, record = sys.argv[1:5]
 checked = plan(recipe, 1, data, out, resume=False)
 dist = Distributed.from_env()
@@ -30,8 +34,6 @@ params = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
 torch.save({"grads": grads, "params": params}, f"{record}/rank{dist.rank}.pt")
 dist.close()
 '''
-
-
 
 
 def test_two_ranks_match_one_process_on_the_combined_batch(toy, new_run, tmp_path):

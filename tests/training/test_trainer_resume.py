@@ -16,10 +16,9 @@ import torch
 
 from emo_rt.training import checkpoint as ckpt
 from emo_rt.training.logs import read_losses
-from emo_rt.training.toy_data import toy_recipe, write_recipe
-from emo_rt.training.trainer import stage_paths, train
-
-
+from emo_rt.training.plan import stage_paths
+from emo_rt.training.trainer import train
+from tests.training.toy_data import toy_recipe, write_recipe
 
 
 def _assert_same_curve(reference, resumed, steps):
@@ -61,7 +60,7 @@ def test_checkpoint_cut_mid_write_is_never_loaded(toy, new_run, tmp_path, monkey
     reference = new_run(tmp_path / "reference")
     train(recipe, 1, toy["data"], reference, progress=False)
 
-    # the process dies while writing checkpoint 4: state.pt is half written, nothing was renamed
+    # the process is interrupted while writing checkpoint 4: state.pt is half written, nothing was renamed
     cut = new_run(tmp_path / "cut")
     save = torch.save
 
@@ -77,7 +76,11 @@ def test_checkpoint_cut_mid_write_is_never_loaded(toy, new_run, tmp_path, monkey
         train(recipe, 1, toy["data"], cut, progress=False)
     monkeypatch.setattr(ckpt.torch, "save", save)
     checkpoints = stage_paths(cut, 1).checkpoints
-    assert (checkpoints / ".step-00000004.partial").is_dir()
+    assert not (checkpoints / ".step-00000004.partial").exists()  # an interrupted write cleans up after itself
+    assert ckpt.latest_checkpoint(checkpoints).name == "step-00000002"
+    # what a SIGKILL mid-write leaves (no cleanup can run): a partial directory, never listed
+    shutil.copytree(checkpoints / "step-00000002", checkpoints / ".step-00000004.partial")
+    (checkpoints / ".step-00000004.partial" / "state.pt").write_bytes(b"half")
     assert ckpt.latest_checkpoint(checkpoints).name == "step-00000002"
 
     # a committed checkpoint whose file was cut afterwards (manifest disagrees) is skipped too

@@ -9,7 +9,6 @@ numpy.random.default_rng([seed, epoch, index]), so a resumed run sees exactly th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .shards import ClipEntry, ShardIndex
+from emo_rt.io.files import atomic_path
+from emo_rt.io.shards import ClipEntry, ShardIndex
 
 
 def _index(root: str | Path | ShardIndex) -> ShardIndex:
@@ -51,7 +51,27 @@ class _CacheReader:
         return np.asarray(np.load(path, mmap_mode="r")[start:stop], np.float32)
 
 
-class FramePairDataset(Dataset):
+class _ClipItems(Dataset):
+    """Items over `self.clips` (`samples_per_clip` per clip; item i uses clip i % len(clips)), drawn
+    from (seed, epoch, i): `set_epoch` changes the draws, not the items."""
+
+    clips: list[ClipEntry]
+    samples_per_clip: int
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.clips) * self.samples_per_clip
+
+    def _clip_and_rng(self, i: int) -> tuple[ClipEntry, np.random.Generator]:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.clips[i % len(self.clips)], np.random.default_rng([self.seed, self.epoch, i])
+
+
+class FramePairDataset(_ClipItems):
     """Two different frames of one clip: `reference`, `target` (3, R, R) in [-1, 1] and the clip's
     `face_mask` (1, R, R); with `latent_cache`, `reference_latents` and `target_latents` (4, h, w)
     instead of the images. Item i uses clip i % num_clips (`samples_per_clip` items per clip)."""
@@ -65,17 +85,8 @@ class FramePairDataset(Dataset):
         self.samples_per_clip, self.seed, self.epoch = samples_per_clip, seed, 0
         self.latents = _CacheReader(latent_cache, "latent", "write_latent_cache") if latent_cache else None
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.clips) * self.samples_per_clip
-
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        clip = self.clips[i % len(self.clips)]
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        clip, rng = self._clip_and_rng(i)
         reference, target = (int(t) for t in rng.choice(clip.num_frames, 2, replace=False))
         sample = {"face_mask": _mask(self.index, clip)}
         if self.latents is not None:
@@ -87,7 +98,7 @@ class FramePairDataset(Dataset):
         return sample
 
 
-class ClipWindowDataset(Dataset):
+class ClipWindowDataset(_ClipItems):
     """Windows of n motion frames + f frames of one clip, with their audio and head speed.
 
     Sample: `reference` (3, R, R), another random frame of the clip; `frames` (n+f, 3, R, R), the
@@ -121,18 +132,9 @@ class ClipWindowDataset(Dataset):
         self.audio_features = (_CacheReader(audio_feature_cache, "audio feature", "write_audio_feature_cache")
                                if audio_feature_cache else None)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.clips) * self.samples_per_clip
-
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        clip = self.clips[i % len(self.clips)]
+        clip, rng = self._clip_and_rng(i)
         n, f, m, total = self.n, self.f, self.m, clip.num_frames
-        rng = np.random.default_rng([self.seed, self.epoch, i])
         zero_motion = n > 0 and rng.random() < self.zero_motion_prob
         start = -n if zero_motion else int(rng.integers(0, total - (n + f) + 1))  # first motion frame
         reference = int(rng.integers(0, total))
@@ -169,10 +171,8 @@ def _front_zeros(x: torch.Tensor, length: int) -> torch.Tensor:
 # ---- caches written by the trainer ------------------------------------------------------------------
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)
 
 
 def _cached_rows(path: Path) -> int | None:

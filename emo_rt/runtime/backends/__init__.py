@@ -25,7 +25,7 @@ def load_components(backend: str, model_dir: str | Path, engine_dir: str | Path 
                     dtype: torch.dtype | str = torch.float32, **options) -> Components:
     """Components for `backend` on the model in `model_dir`.
 
-    torch: the model itself (options: compile=True). onnxruntime / tensorrt: the engines in
+    torch: the model itself (options: compile=True, cuda_graphs=True on CUDA). onnxruntime / tensorrt: the engines in
     `engine_dir`, refused with StaleEngineError when they do not match the model (options:
     providers=[...], threads=N for onnxruntime; cuda_graphs=False for tensorrt)."""
     if isinstance(dtype, str):
@@ -36,8 +36,14 @@ def load_components(backend: str, model_dir: str | Path, engine_dir: str | Path 
         from emo_rt.models import EmoModel
         from emo_rt.runtime.components import TorchComponents
 
+        cuda_graphs = options.pop("cuda_graphs", False)
         model = EmoModel.from_pretrained(model_dir, dtype=dtype, device=options.pop("device", "cpu"))
-        return TorchComponents(model, dtype, **options)
+        components = TorchComponents(model, dtype, **options)
+        if cuda_graphs:  # the fixed-shape step replayed as a CUDA graph per shape (eager where capture fails)
+            from emo_rt.runtime.cuda_graph import GraphedComponents
+
+            components = GraphedComponents(components)
+        return components
     if backend not in BACKENDS:
         raise EmoError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if dtype not in _PRECISIONS:

@@ -56,7 +56,7 @@ class EngineComponents:
         if not self.config.audio.prosody:
             return features
         row = prosody_row(waveform.float().cpu(), num_frames, self.config.audio.sample_rate,
-                          self.config.audio.hidden_size, self.config.audio.prosody_hold)  # weightless, on the host
+                          self.config.audio.hidden_size)  # weightless, on the host
         return torch.cat([features, row.to(features.device, features.dtype)], dim=2)
 
     def project_audio(self, features: torch.Tensor) -> torch.Tensor:

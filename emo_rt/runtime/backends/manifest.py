@@ -1,5 +1,5 @@
-"""Engine manifest: the format's constants and digests (one implementation, which the builder in
-export/manifest.py imports), and the read side: find the engines a render needs in
+"""Engine manifest: the format's constants (which the builder in export/manifest.py imports), and the
+read side: find the engines a render needs in
 `<engine dir>/manifest.json` and refuse any that is missing, stale (other weights, config or
 interface) or foreign (another backend version or device for non-portable engines, files changed
 since the build), with one line that says to run `emo-rt build-engines`. The format is documented
@@ -9,13 +9,12 @@ exporter nor onnx).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from emo_rt.config import EmoConfig
+from emo_rt.digest import file_digest, json_digest, weights_digest
 from emo_rt.errors import EmoError
 
 MANIFEST_NAME = "manifest.json"
@@ -26,45 +25,6 @@ FORMAT_VERSION = 1
 INTERFACE_VERSION = 1
 ENGINE_NAMES = ("vae_encoder", "reference", "face_locator", "audio_encoder", "audio_projector",
                 "speed_encoder", "motion", "step", "vae_decoder")
-_CHUNK = 1 << 24
-
-
-# ---- digests (the builder records them, the runtime recomputes them) ---------------------------
-def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def weights_digest(path: str | Path) -> str:
-    """Digest of a safetensors file's tensors (names, dtypes, shapes, bytes) in name order. The
-    header's metadata and its key order are left out: safetensors writes them in a random order,
-    so two saves of the same weights differ as files."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        (header_size,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(header_size))
-        start = 8 + header_size
-        for name in sorted(k for k in header if k != "__metadata__"):
-            info = header[name]
-            digest.update(json.dumps([name, info["dtype"], info["shape"]]).encode())
-            begin, end = info["data_offsets"]
-            fh.seek(start + begin)
-            remaining = end - begin
-            while remaining:
-                chunk = fh.read(min(remaining, _CHUNK))
-                if not chunk:
-                    raise ValueError(f"{path}: truncated safetensors file")
-                digest.update(chunk)
-                remaining -= len(chunk)
-    return digest.hexdigest()
-
-
-def json_digest(data: object) -> str:
-    """Digest of canonical JSON (sorted keys, no spaces)."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def config_digest(config: EmoConfig) -> str:

@@ -18,10 +18,19 @@ import cv2
 import numpy as np
 
 from emo_rt.config import EmoConfig
+from emo_rt.io.shards import ClipData
+from emo_rt.pose import head_speed
 
-from ..shards import ClipData
 from . import decode, faces
-from .reject import CORRUPT, FACE_TOO_SMALL, NO_AUDIO, NO_FACE, SEVERAL_FACES, TOO_SHORT, ClipRejected
+from .reject import (
+    CORRUPT,
+    FACE_TOO_SMALL,
+    NO_AUDIO,
+    NO_FACE,
+    SEVERAL_FACES,
+    TOO_SHORT,
+    ClipRejected,
+)
 
 _SD15 = EmoConfig()
 
@@ -96,14 +105,7 @@ def iter_clips(source: Source, settings: ClipSettings, rejected: list[dict]) -> 
     are not kept are appended to `rejected`. Raises ClipRejected when nothing can be kept."""
     s = settings
     # 1. decode (pass 1) and track the face
-    probe = None
-    if source.kind == "video":
-        probe = decode.probe_video(Path(source.path))
-        if s.require_audio and not probe.has_audio:
-            raise ClipRejected(NO_AUDIO, f"{Path(source.path).name} has no audio stream (use --no-audio "
-                                         "for image-only stage-1 data)")
-    elif s.require_audio:
-        raise ClipRejected(NO_AUDIO, "a frame folder has no audio (use --no-audio for image-only stage-1 data)")
+    probe = _probe(source, s)
     cache = _FrameCache(s.keep_frames_bytes)
     track = faces.track_faces(cache.tee(_frames(source, s.fps)), s.detect_every)
     total = len(track.landmarks)
@@ -111,52 +113,11 @@ def iter_clips(source: Source, settings: ClipSettings, rejected: list[dict]) -> 
         raise ClipRejected(CORRUPT, "no frame could be decoded")
     if total < s.min_frames:
         raise ClipRejected(TOO_SHORT, f"{total} frames at {s.fps} fps, at least {s.min_frames} needed")
-
-    # 2. what is kept
-    audio = None
-    if probe is not None and probe.has_audio:
-        try:
-            audio = decode.audio_track(Path(source.path), probe, s.sample_rate)
-        except ClipRejected:
-            if s.require_audio:
-                raise
-    usable = total
-    if s.require_audio:
-        usable = min(total, math.floor(audio.size / s.sample_rate * s.fps + 1e-6))
-        if usable < s.min_frames:
-            raise ClipRejected(TOO_SHORT, f"the audio covers {usable} frames, at least {s.min_frames} needed")
-    landmarks = faces.fill_gaps(track.landmarks[:usable])
-    found = ~np.isnan(landmarks[:, 0, 0])
-    if not found.any():
-        raise ClipRejected(NO_FACE, f"no face in any of {usable} frames")
-    sampled = track.face_counts[:usable]
-    sampled = sampled[sampled >= 0]
-    several = float(np.mean(sampled >= 2)) if sampled.size else 0.0
-    if several > s.several_faces_fraction:
-        raise ClipRejected(SEVERAL_FACES, f"2 or more faces on {several:.0%} of the checked frames")
-    segments = _segments(found, s.min_frames, round(s.max_seconds * s.fps))
-    if not segments:
-        longest = max(b - a for a, b in faces.runs(found))
-        raise ClipRejected(NO_FACE, f"a face on {int(found.sum())} of {usable} frames, at most {longest} in a row "
-                                    f"({s.min_frames} needed)")
-
+    # 2. what is kept: frames with audio and a single face, cut into segments
+    audio = _audio(source, probe, s)
+    landmarks, segments = _segments_with_a_face(track, total, audio, s)
     # 3. per segment: crop geometry and motion from the landmarks
-    plans = []
-    for j, (start, stop) in enumerate(segments):
-        clip_id = source.id if len(segments) == 1 else f"{source.id}-{j:03d}"
-        lm = landmarks[start:stop]
-        boxes = faces.face_boxes(lm)
-        width = float(np.median(boxes[:, 2]))
-        if width < s.min_face_px:
-            rejected.append({"id": clip_id, "reason": FACE_TOO_SMALL,
-                             "detail": f"median face width {width:.0f} px, at least {s.min_face_px:.0f} needed"})
-            continue
-        crop = square_crop(union_box(boxes), track.width, track.height, s.crop_scale)
-        pose = faces.head_pose(lm, track.width, track.height, s.fps)
-        plans.append((clip_id, start, stop, crop, boxes, pose))
-    if not plans:
-        raise ClipRejected(FACE_TOO_SMALL, rejected[-1]["detail"])
-
+    plans = _segment_plans(source, track, landmarks, segments, s, rejected)
     # 4. pass 2: crops, one segment at a time (segments are disjoint and in order)
     frames = iter(cache.frames if cache.complete else _frames(source, s.fps))
     t = 0
@@ -177,9 +138,78 @@ def iter_clips(source: Source, settings: ClipSettings, rejected: list[dict]) -> 
             face_mask=box_mask(union_box(boxes_crop), s.resolution),
             face_boxes=boxes_crop.astype(np.float32),
             pose=pose,
-            head_speed=faces.head_speed(pose),
+            head_speed=head_speed(pose).astype(np.float32),
             audio=None if audio is None else decode.audio_segment(audio, start, stop - start, s.fps, s.sample_rate),
         ))
+
+
+def _probe(source: Source, s: ClipSettings):
+    """The video's streams (None for a frame folder); refuses a source without the audio it needs."""
+    if source.kind != "video":
+        if s.require_audio:
+            raise ClipRejected(NO_AUDIO, "a frame folder has no audio (use --no-audio for image-only stage-1 data)")
+        return None
+    probe = decode.probe_video(Path(source.path))
+    if s.require_audio and not probe.has_audio:
+        raise ClipRejected(NO_AUDIO, f"{Path(source.path).name} has no audio stream (use --no-audio "
+                                     "for image-only stage-1 data)")
+    return probe
+
+
+def _audio(source: Source, probe, s: ClipSettings) -> np.ndarray | None:
+    if probe is None or not probe.has_audio:
+        return None
+    try:
+        return decode.audio_track(Path(source.path), probe, s.sample_rate)
+    except ClipRejected:
+        if s.require_audio:
+            raise
+        return None
+
+
+def _segments_with_a_face(track, total: int, audio: np.ndarray | None, s: ClipSettings):
+    """The usable frames' landmarks (gaps filled) and the runs of frames with one face, long enough."""
+    usable = total
+    if s.require_audio:
+        usable = min(total, math.floor(audio.size / s.sample_rate * s.fps + 1e-6))
+        if usable < s.min_frames:
+            raise ClipRejected(TOO_SHORT, f"the audio covers {usable} frames, at least {s.min_frames} needed")
+    landmarks = faces.fill_gaps(track.landmarks[:usable])
+    found = ~np.isnan(landmarks[:, 0, 0])
+    if not found.any():
+        raise ClipRejected(NO_FACE, f"no face in any of {usable} frames")
+    sampled = track.face_counts[:usable]
+    sampled = sampled[sampled >= 0]
+    several = float(np.mean(sampled >= 2)) if sampled.size else 0.0
+    if several > s.several_faces_fraction:
+        raise ClipRejected(SEVERAL_FACES, f"2 or more faces on {several:.0%} of the checked frames")
+    segments = _segments(found, s.min_frames, round(s.max_seconds * s.fps))
+    if not segments:
+        longest = max(b - a for a, b in faces.runs(found))
+        raise ClipRejected(NO_FACE, f"a face on {int(found.sum())} of {usable} frames, at most {longest} in a row "
+                                    f"({s.min_frames} needed)")
+    return landmarks, segments
+
+
+def _segment_plans(source: Source, track, landmarks: np.ndarray, segments, s: ClipSettings,
+                   rejected: list[dict]) -> list[tuple]:
+    """(clip id, start, stop, crop, face boxes, pose) per segment whose face is large enough."""
+    plans = []
+    for j, (start, stop) in enumerate(segments):
+        clip_id = source.id if len(segments) == 1 else f"{source.id}-{j:03d}"
+        lm = landmarks[start:stop]
+        boxes = faces.face_boxes(lm)
+        width = float(np.median(boxes[:, 2]))
+        if width < s.min_face_px:
+            rejected.append({"id": clip_id, "reason": FACE_TOO_SMALL,
+                             "detail": f"median face width {width:.0f} px, at least {s.min_face_px:.0f} needed"})
+            continue
+        crop = square_crop(union_box(boxes), track.width, track.height, s.crop_scale)
+        pose = faces.head_pose(lm, track.width, track.height, s.fps)
+        plans.append((clip_id, start, stop, crop, boxes, pose))
+    if not plans:
+        raise ClipRejected(FACE_TOO_SMALL, rejected[-1]["detail"])
+    return plans
 
 
 def _frames(source: Source, fps: int) -> Iterator[np.ndarray]:

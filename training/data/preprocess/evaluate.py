@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from ..shards import ShardIndex
+from emo_rt.io.shards import ShardIndex
 
 
 @dataclass

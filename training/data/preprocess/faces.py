@@ -187,12 +187,3 @@ def euler_angles(rotation: np.ndarray) -> np.ndarray:
     yaw = -np.degrees(np.arctan2(-rotation[2, 0], rotation[2, 2]))
     roll = np.degrees(np.arctan2(-rotation[0, 1], rotation[1, 1]))
     return np.array([yaw, pitch, roll])
-
-
-def head_speed(pose: np.ndarray) -> np.ndarray:
-    """(N, 3) -> float32 (N,) degrees per frame: norm of the pose change from the previous frame;
-    frame 0 copies frame 1."""
-    if len(pose) < 2:
-        return np.zeros(len(pose), np.float32)
-    step = np.linalg.norm(np.diff(pose.astype(np.float64), axis=0), axis=1)
-    return np.concatenate([step[:1], step]).astype(np.float32)

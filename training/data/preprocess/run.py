@@ -28,9 +28,12 @@ from safetensors.numpy import load_file, save_file
 
 from emo_rt.config import SpeedConfig
 from emo_rt.errors import InputError
+from emo_rt.io.files import atomic_path, write_json_atomic
+from emo_rt.io.shards import CLIP_TENSORS, ClipData, ClipEntry, ShardWriter
+from emo_rt.runtime.progress import progress_bar
 
-from ..shards import CLIP_TENSORS, ClipData, ClipEntry, ShardWriter, atomic_write_text
 from ..speed_buckets import fit_speed_buckets
+from ..workers import one_thread_per_worker
 from .clip import ClipSettings, Source, iter_clips
 from .decode import VIDEO_EXTENSIONS
 from .reject import FAILED, ClipRejected
@@ -93,21 +96,17 @@ def preprocess(input_dir: str | Path, out_dir: str | Path, resolution: int = 128
     todo = [s for s in sources if s.relpath not in state.done]
     report = PreprocessReport(str(out), sources=len(sources), resumed=len(sources) - len(todo))
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    with progress_bar("counts", enabled=progress) as bar:
+        def counts() -> str:
+            return (f"kept {state.kept_sources() + packer.kept_sources} "
+                    f"rejected {state.rejected_sources() + packer.rejected_sources}")
 
-    bar = Progress(TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("kept {task.fields[kept]} rejected {task.fields[rejected]}"),
-                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), disable=not progress)
-    with bar:
-        task = bar.add_task("sources", total=len(sources), completed=report.resumed,
-                            kept=state.kept_sources(), rejected=state.rejected_sources())
+        task = bar.add_task("preprocess", total=len(sources), completed=report.resumed, counts=counts())
 
         def finished(record: dict) -> None:
             packer.add(record)
             report.processed += 1
-            bar.update(task, advance=1, kept=state.kept_sources() + packer.kept_sources,
-                       rejected=state.rejected_sources() + packer.rejected_sources)
+            bar.update(task, advance=1, counts=counts())
 
         waiting = [s for s in todo if _outcome_path(out, s).is_file()]  # processed by a killed run
         fresh = [s for s in todo if s.relpath not in {w.relpath for w in waiting}]
@@ -124,7 +123,7 @@ def preprocess(input_dir: str | Path, out_dir: str | Path, resolution: int = 128
     writer.close(report.speed_buckets, extra_entries=[e for e in entries if e not in written_now])
     _fill_report(report, state, clip_settings.fps)
     report.seconds = round(time.perf_counter() - started, 2)
-    atomic_write_text(out / "report.json", json.dumps(asdict(report), indent=1) + "\n")
+    write_json_atomic(out / "report.json", asdict(report))
     work = out / WORK_DIR
     if work.is_dir() and not any(work.iterdir()):
         work.rmdir()
@@ -227,10 +226,9 @@ def work(source: Source, settings: ClipSettings, out: Path) -> dict:
     try:
         for clip in iter_clips(source, settings, rejected):
             path = folder / f"{clip.id}.safetensors"
-            tmp = path.with_name(path.name + ".tmp")
-            save_file({name: np.ascontiguousarray(getattr(clip.data, name)) for name in CLIP_TENSORS
-                       if getattr(clip.data, name) is not None}, str(tmp))
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                save_file({name: np.ascontiguousarray(getattr(clip.data, name)) for name in CLIP_TENSORS
+                           if getattr(clip.data, name) is not None}, str(tmp))
             kept.append(clip.record(settings.fps))
     except ClipRejected as e:
         kept, rejected = [], [{"id": source.id, "reason": e.reason, "detail": e.detail}]
@@ -243,7 +241,7 @@ def work(source: Source, settings: ClipSettings, out: Path) -> dict:
             path.unlink()
     record = {"source": source.relpath, "id": source.id, "split": source.split, "identity": source.identity,
               "kept": kept, "rejected": rejected}
-    atomic_write_text(folder / "outcome.json", json.dumps(record) + "\n")
+    write_json_atomic(folder / "outcome.json", record, indent=None)
     return record
 
 
@@ -284,18 +282,8 @@ def _run(todo: list[Source], settings: ClipSettings, out: Path, workers: int, fi
             os.dup2(saved, 2)
             os.close(saved)
         return
-    # one thread per library in each worker: the processes are the parallelism
-    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {n: os.environ.get(n) for n in names}
-    os.environ.update({n: "1" for n in names})
-    try:
+    with one_thread_per_worker():
         _run_pool(todo, settings, out, min(workers, len(todo)), finished, log_path)
-    finally:
-        for n, v in saved.items():
-            if v is None:
-                os.environ.pop(n, None)
-            else:
-                os.environ[n] = v
 
 
 def _run_pool(todo: list[Source], settings: ClipSettings, out: Path, workers: int, finished, log_path: str) -> None:

@@ -23,13 +23,24 @@ from pathlib import Path
 import numpy as np
 
 from emo_rt.errors import EmoError
+from emo_rt.io.files import remove_partials, write_bytes_atomic
+from emo_rt.runtime.progress import progress_bar
 
+from ..workers import one_thread_per_worker
 from .face import FaceRenderer
 from .identity import Identity, rounded
-from .media import PARTIAL_SUFFIX, Mp4Writer, write_bytes
+from .media import Mp4Writer
 from .motion import face_motion
-from .speech import (SAMPLE_RATE, Sentence, Voice, place_in_clip, speech_engine, synthesize, warn_if_fallback,
-                     wav_bytes)
+from .speech import (
+    SAMPLE_RATE,
+    Sentence,
+    Voice,
+    place_in_clip,
+    speech_engine,
+    synthesize,
+    warn_if_fallback,
+    wav_bytes,
+)
 
 FPS = 25
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS    # 640
@@ -140,7 +151,7 @@ def render_clip(spec: ClipSpec, clips_dir: Path) -> str:
     wave = place_in_clip(speech, spec.num_frames * SAMPLES_PER_FRAME, rng)          # (num_samples,)
     motion = face_motion(wave, SAMPLE_RATE, FPS, spec.speed_level, spec.identity.blink_rate, rng)
 
-    write_bytes(clips_dir / f"{spec.clip_id}.wav", wav_bytes(wave))
+    write_bytes_atomic(clips_dir / f"{spec.clip_id}.wav", wav_bytes(wave))
     renderer = FaceRenderer(spec.identity, spec.size)
     boxes = []
     with Mp4Writer(clips_dir / f"{spec.clip_id}.mp4", spec.size, FPS, SAMPLE_RATE) as mp4:
@@ -178,7 +189,7 @@ def render_clip(spec: ClipSpec, clips_dir: Path) -> str:
             "head_speed": rounded(motion.head_speed.tolist()),
         },
     }
-    write_bytes(clips_dir / f"{spec.clip_id}.json", (json.dumps(sidecar) + "\n").encode())
+    write_bytes_atomic(clips_dir / f"{spec.clip_id}.json", (json.dumps(sidecar) + "\n").encode())
     return spec.clip_id
 
 
@@ -239,20 +250,14 @@ def generate_corpus(out_dir: Path, num_clips: int, seed: int, size: int = 256,
     out_dir = Path(out_dir)
     clips_dir = out_dir / "clips"
     clips_dir.mkdir(parents=True, exist_ok=True)
-    for stale in clips_dir.glob(f".*{PARTIAL_SUFFIX}"):       # left by a killed run
-        stale.unlink()
+    remove_partials(clips_dir)  # left by a killed run
     specs = plan_corpus(num_clips, seed, size, seconds)
     warn_if_fallback()
     todo = [s for s in specs if not _is_done(s, clips_dir)]
     workers = max(1, min(workers or 1, len(todo) or 1))
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
-    bar = Progress(TextColumn("synth-data"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("eta"), TimeRemainingColumn(), disable=not progress)
-    with bar:
-        task = bar.add_task("clips", total=len(specs), completed=len(specs) - len(todo))
+    with progress_bar(enabled=progress) as bar:
+        task = bar.add_task("synth-data", total=len(specs), completed=len(specs) - len(todo))
         if workers == 1:
             for spec in todo:
                 render_clip(spec, clips_dir)
@@ -261,16 +266,12 @@ def generate_corpus(out_dir: Path, num_clips: int, seed: int, size: int = 256,
             _render_parallel(todo, clips_dir, workers, lambda: bar.advance(task))
 
     manifest = out_dir / "manifest.json"
-    write_bytes(manifest, (json.dumps(_manifest(specs, seed, size, seconds), indent=1) + "\n").encode())
+    write_bytes_atomic(manifest, (json.dumps(_manifest(specs, seed, size, seconds), indent=1) + "\n").encode())
     return manifest
 
 
 def _render_parallel(todo: list[ClipSpec], clips_dir: Path, workers: int, advance) -> None:
-    # one BLAS/OpenMP thread per worker process: the processes are the parallelism
-    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {n: os.environ.get(n) for n in names}
-    os.environ.update({n: "1" for n in names})
-    try:
+    with one_thread_per_worker():  # the processes are the parallelism
         # forkserver: workers fork from a clean server that imported this module once (no threads of
         # the caller, e.g. the progress bar's, are inherited; no per-worker import cost)
         context = multiprocessing.get_context("forkserver")
@@ -285,9 +286,3 @@ def _render_parallel(todo: list[ClipSpec], clips_dir: Path, workers: int, advanc
                         pool.shutdown(wait=True, cancel_futures=True)
                         raise future.exception()
                     advance()
-    finally:
-        for n, v in saved.items():
-            if v is None:
-                os.environ.pop(n, None)
-            else:
-                os.environ[n] = v

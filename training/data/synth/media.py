@@ -3,37 +3,14 @@ half-written file under a final name): bytes, and an H.264 + AAC mp4 fed frame b
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
 import cv2
 import numpy as np
 
-PARTIAL_SUFFIX = ".partial"
-
-
-def partial_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yields a temporary path next to `path`; renames it to `path` if the block succeeds."""
-    tmp = partial_path(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
+from emo_rt.io.files import atomic_path
 
 
 class Mp4Writer:
@@ -45,7 +22,7 @@ class Mp4Writer:
     def __init__(self, path: Path, size: int, fps: int, sample_rate: int, crf: int = 18):
         self.path = path
         self.size, self.fps, self.sample_rate, self.crf = size, fps, sample_rate, crf
-        self._atomic = atomic_output(path)
+        self._atomic = atomic_path(path)
         self._container: av.container.OutputContainer | None = None
         self._frames = 0
 

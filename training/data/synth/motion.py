@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from emo_rt.pose import head_speed
+
 from .face import Expression, Pose
 
 # mean head speed (degrees per frame) at speed level 0 and 1, and the pose limits (degrees)
@@ -150,15 +152,6 @@ def head_pose(rng: np.random.Generator, num_frames: int, speed_level: float, fps
     pose = POSE_LIMITS * np.tanh((rest + dev) / POSE_LIMITS)      # soft limits
     translation = np.column_stack([0.0008 * dev[:, 0], -0.0005 * dev[:, 1]])
     return pose, translation
-
-
-def head_speed(pose: np.ndarray) -> np.ndarray:
-    """(T,) norm of the pose change from the previous frame (degrees per frame); frame 0 copies
-    frame 1."""
-    if len(pose) < 2:
-        return np.zeros(len(pose))
-    step = np.linalg.norm(np.diff(pose, axis=0), axis=1)
-    return np.concatenate([step[:1], step])
 
 
 def blink_curve(rng: np.random.Generator, num_frames: int, rate: float, fps: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emo_rt.training.data.shards import ClipData, ShardWriter
+from emo_rt.io.shards import ClipData, ShardWriter
 
 SAMPLE_RATE = 16000
 FPS = 25
@@ -99,7 +99,8 @@ def write_recipe(path: str | Path, data: dict) -> Path:
 def ensure_toy_run(base: str | Path, steps: int = 3) -> dict[str, Path]:
     """Toy shards plus a run through stages 0-3 (`steps` steps each) under `base`, made once and
     reused (tests in several modules share it): {"data", "recipe", "run"}."""
-    from emo_rt.training.trainer import train, stage_paths
+    from emo_rt.training.plan import stage_paths
+    from emo_rt.training.trainer import train
 
     base = Path(base)
     base.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 with, its training summaries, under a size limit; written to a temporary directory and renamed into
 place, so an interrupted run never leaves a half model behind.
 
-    python -m emo_rt.training.ship runs/tiny emo_rt/default_model [--max-mb 25]
+    emo-rt ship runs/tiny emo_rt/default_model [--max-mb 25]
 
 RUN is the run directory of `emo-rt train` (its stage3/model is shipped; stage{k}/model/training.json
 of every stage is summarised into training.json).
@@ -10,17 +10,15 @@ of every stage is summarised into training.json).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 
-from emo_rt.errors import EmoError, exit_code
+from emo_rt.errors import EmoError
+from emo_rt.io.files import atomic_directory, write_json_atomic
 from emo_rt.models import EmoModel
 
 
@@ -50,35 +48,16 @@ def ship(run_dir: str | Path, out_dir: str | Path, max_mb: float = 25.0, stage: 
     if not (source / "training.json").is_file():
         raise EmoError(f"{source} is not a finished stage {stage} model (no training.json): finish training first")
     model = EmoModel.from_pretrained(source)
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial, dtype=torch.float16)
-    shutil.copytree(source / "scheduler", partial / "scheduler")
     info = json.loads((source / "training.json").read_text())
     summary = {"recipe": info["recipe"], "stages": stage_summaries(run_dir), "source": str(source)}
-    (partial / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
-    if (out_dir / "README.md").is_file():  # the model card is written by hand: keep it
-        shutil.copy2(out_dir / "README.md", partial / "README.md")
-    size_mb = sum(f.stat().st_size for f in partial.rglob("*") if f.is_file()) / 2**20
-    if size_mb > max_mb:
-        shutil.rmtree(partial)
-        raise EmoError(f"the shipped model would be {size_mb:.1f} MB, over the {max_mb:g} MB limit")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.rename(partial, out_dir)
+    with atomic_directory(out_dir) as partial:
+        model.save_pretrained(partial, dtype=torch.float16)
+        shutil.copytree(source / "scheduler", partial / "scheduler")
+        write_json_atomic(partial / "training.json", summary)
+        if (out_dir / "README.md").is_file():  # the card (emo-rt model-card) is kept until rewritten
+            shutil.copy2(out_dir / "README.md", partial / "README.md")
+        size_mb = sum(f.stat().st_size for f in partial.rglob("*") if f.is_file()) / 2**20
+        if size_mb > max_mb:
+            raise EmoError(f"the shipped model would be {size_mb:.1f} MB, over the {max_mb:g} MB limit")
     print(f"shipped {source} -> {out_dir} ({size_mb:.1f} MB, fp16)")
     return out_dir
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", help="run directory of `emo-rt train` (RUN/stage3/model is shipped)")
-    parser.add_argument("out", help="destination model directory, e.g. emo_rt/default_model")
-    parser.add_argument("--max-mb", type=float, default=25.0)
-    parser.add_argument("--stage", type=int, default=3, help="ship this stage's model (default 3)")
-    args = parser.parse_args(argv)
-    return exit_code(lambda: ship(args.run, args.out, args.max_mb, args.stage))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

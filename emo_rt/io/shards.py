@@ -8,13 +8,14 @@ clip's tensors lazily (memory-mapped through safetensors.safe_open).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
+
+from emo_rt.io.files import atomic_path, write_json_atomic
 
 INDEX_VERSION = 1
 CLIP_TENSORS = ("frames", "face_mask", "face_boxes", "pose", "head_speed", "audio")
@@ -46,12 +47,6 @@ class ClipData:
         out = {f"{clip_id}.{name}": np.ascontiguousarray(getattr(self, name))
                for name in CLIP_TENSORS if getattr(self, name) is not None}
         return out
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class ShardWriter:
@@ -96,11 +91,10 @@ class ShardWriter:
             return None
         name = f"shard-{self._next_shard:05d}.safetensors"
         path = self.out_dir / name
-        tmp = path.with_name(name + ".tmp")
         header = {**(metadata or {}), "clips": json.dumps(self._pending_entries),
                   "resolution": str(self.header["resolution"])}
-        save_file(self._pending, str(tmp), metadata=header)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(self._pending, str(tmp), metadata=header)
         self.entries += [ClipEntry(shard=name, **e) for e in self._pending_entries]
         self._pending, self._pending_entries = {}, []
         self._next_shard += 1
@@ -113,7 +107,7 @@ class ShardWriter:
         index = {**self.header, "speed_buckets": speed_buckets or {},
                  "clips": [asdict(e) for e in sorted(entries, key=lambda e: e.id)]}
         path = self.out_dir / "index.json"
-        atomic_write_text(path, json.dumps(index, indent=1) + "\n")
+        write_json_atomic(path, index)
         return path
 
 

@@ -2,18 +2,15 @@
 manifest, the training summary `ship` wrote (steps, batch, step times per stage) and an
 `emo-rt eval` report. Written to a temporary file and renamed into place.
 
-    python -m emo_rt.training.model_card emo_rt/default_model --report REPORT_DIR --corpus corpus/synth \\
-        [--notes training/recipes/tiny.notes.md]
+    emo-rt model-card emo_rt/default_model --report REPORT_DIR --corpus corpus/synth [--notes NOTES.md]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-from emo_rt.errors import EmoError, exit_code
+from emo_rt.errors import EmoError
 from emo_rt.eval.report import table
 from emo_rt.io.files import atomic_output
 
@@ -141,17 +138,3 @@ def write_card(model_dir: str | Path, report_dir: str | Path, corpus_dir: str | 
         tmp.write_text(text)
     path.chmod(0o644)
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="shipped model directory, e.g. emo_rt/default_model")
-    parser.add_argument("--report", required=True, help="`emo-rt eval` report folder (its report.json)")
-    parser.add_argument("--corpus", required=True, help="the corpus folder (`emo-rt synth-data`; its manifest.json)")
-    parser.add_argument("--notes", help="a Markdown file appended to the card (what was seen beyond the table)")
-    args = parser.parse_args(argv)
-    return exit_code(lambda: print(f"wrote {write_card(args.model, args.report, args.corpus, args.notes)}"))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,7 +24,7 @@ class Terminated(BaseException):
 
 # ---- render ---------------------------------------------------------------------------------
 def _render(args) -> int:
-    from emo_rt.pipeline import EmoPipeline, render
+    from emo_rt.pipeline import EmoPipeline, render, with_overrides
     from emo_rt.runtime.overlap import overlap_pays
     from emo_rt.runtime.reference_cache import cache_dir_option
 
@@ -44,7 +44,11 @@ def _render(args) -> int:
         raise EmoError(f"--fps {args.fps}: these weights were trained at {pipeline.config.fps} fps")
     device = getattr(pipeline.components, "device", "cpu")
     overlap = args.overlap or (not args.no_overlap and overlap_pays(device, torch.get_num_threads()))
-    settings = _render_settings(args, speed=args.speed, batch_guidance=not args.separate_guidance, overlap=overlap)
+    settings = with_overrides(pipeline.defaults, scheduler=args.scheduler, steps=args.steps, cfg=args.cfg,
+                              start=args.start, seed=args.seed, speed=args.speed,
+                              batch_guidance=not args.separate_guidance, overlap=overlap)
+    if not args.quiet:
+        print(f"settings: {settings.scheduler} {settings.steps} steps, cfg {settings.cfg:g}, start {settings.start}")
     stats = render(args.image, args.audio, args.output, pipeline, settings, face_box=args.face_box,
                    no_crop=args.no_crop, preview=args.preview, show_progress=not args.quiet)
     print(f"wrote {args.output}: {stats.line()} ({pipeline.components.name})")
@@ -202,17 +206,18 @@ def _train_evaluator(args) -> int:
 
 
 # ---- the parser -------------------------------------------------------------------------------
-def _add_render_options(p, steps: int, cfg: float) -> None:
-    """How a video is rendered (RenderSettings): shared by render and eval, which differ in defaults."""
+def _add_render_options(p, defaults: str, steps=None, cfg=None, scheduler=None, start=None) -> None:
+    """How a video is rendered (RenderSettings): shared by render (defaults: the model's render.json)
+    and eval (fixed defaults)."""
     from emo_rt.schedulers import SCHEDULERS
 
-    p.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS), help="sampler (default ddim)")
-    p.add_argument("--steps", type=a.STEPS, default=steps, help=f"denoising steps per window, 1-1000 (default {steps})")
+    p.add_argument("--scheduler", default=scheduler, choices=list(SCHEDULERS), help=f"sampler (default: {defaults})")
+    p.add_argument("--steps", type=a.STEPS, default=steps, help=f"denoising steps per window, 1-1000 (default: {defaults})")
     p.add_argument("--cfg", type=a.CFG, default=cfg,
-                   help=f"guidance scale on reference + audio, 0-30; 1 disables it (default {cfg:g})")
-    p.add_argument("--start", default="reference", choices=["reference", "noise"],
-                   help="each window's first latents: the reference's latents noised to the first timestep "
-                        "(default) or pure noise")
+                   help=f"guidance scale on reference + audio, 0-30; 1 disables it (default: {defaults})")
+    p.add_argument("--start", default=start, choices=["reference", "noise"],
+                   help="each window's first latents: the reference's latents noised to the first timestep, "
+                        f"or pure noise (default: {defaults})")
     p.add_argument("--seed", type=a.SEED, default=0)
 
 
@@ -222,7 +227,7 @@ def _add_render(sub) -> None:
     p.add_argument("audio", help="speech or song (wav/flac/mp3/m4a/ogg)")
     p.add_argument("-o", "--output", default="out.mp4", help="output mp4 (default: out.mp4)")
     p.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
-    _add_render_options(p, steps=40, cfg=3.5)
+    _add_render_options(p, "the model's own, from its render.json")
     p.add_argument("--speed", type=a.speed, help="head speed in deg/frame (0-10), or a file of per-second values")
     p.add_argument("--fps", type=a.integer(1, 1000), help="must match the weights (25 for all presets)")
     p.add_argument("--resolution", type=a.integer(8, 8192), help="must match the weights")
@@ -322,7 +327,7 @@ def _add_measuring(sub) -> None:
     p.add_argument("--clips", type=a.integer(1, 100_000), default=2, help="clips rendered (default 2)")
     p.add_argument("--clip-seconds", type=a.number(0.0, None, above=True),
                    help="cut each clip to this many seconds (default: whole clips)")
-    _add_render_options(p, steps=8, cfg=1.0)
+    _add_render_options(p, "ddim, 8, 1, reference", steps=8, cfg=1.0, scheduler="ddim", start="reference")
     p.add_argument("--reference-frame", type=a.integer(0), default=0, help="the clip frame used as the reference")
     p.add_argument("--drift-seconds", type=a.number(0.0, 3600.0), default=10.0,
                    help="length of the drift render of concatenated test audio (default 10; 0 skips it)")

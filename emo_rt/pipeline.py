@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -90,6 +91,41 @@ class RenderStats:
                 f"real-time factor {self.real_time_factor:.2f}")
 
 
+RENDER_FILE = "render.json"  # in a model directory: the settings it was made to render with
+
+
+@dataclass(frozen=True)
+class ModelRenderSettings:
+    """What a model directory's render.json holds: the sampler, step count, guidance and start the
+    model renders best with (a distilled model needs few steps and no guidance pass)."""
+
+    scheduler: str
+    steps: int
+    cfg: float
+    start: str
+
+
+def model_render_settings(model_dir: str | Path) -> RenderSettings:
+    """RenderSettings with the model directory's render.json applied (RenderSettings' own without one)."""
+    from emo_rt.parse import ParseError, parse
+
+    path = Path(model_dir) / RENDER_FILE
+    if not path.is_file():
+        return RenderSettings()
+    try:
+        recorded = parse(ModelRenderSettings, json.loads(path.read_text()), require_all=True)
+    except (ParseError, json.JSONDecodeError) as err:
+        raise WeightsError(f"{path}: {err}") from None
+    return replace(RenderSettings(), **asdict(recorded))
+
+
+def write_model_render_settings(model_dir: str | Path, settings: RenderSettings) -> Path:
+    from emo_rt.io.files import write_json_atomic
+
+    recorded = ModelRenderSettings(settings.scheduler, settings.steps, settings.cfg, settings.start)
+    return write_json_atomic(Path(model_dir) / RENDER_FILE, asdict(recorded))
+
+
 def default_model_dir() -> Path:
     if not (DEFAULT_MODEL_DIR / "config.json").is_file():
         raise WeightsError("no default model is installed yet: pass --weights DIR (a model directory "
@@ -118,11 +154,13 @@ def speed_curve(speed: float | str | Path | None, num_frames: int, fps: int, def
 class EmoPipeline:
     """Runs the render loop on any `Components` backend."""
 
-    def __init__(self, components: Components, schedule: dict, reference_cache: ReferenceCache | None = None):
+    def __init__(self, components: Components, schedule: dict, reference_cache: ReferenceCache | None = None,
+                 defaults: RenderSettings = RenderSettings()):
         self.components = components
         self.config: EmoConfig = components.config
         self.schedule = schedule
         self.reference_cache = reference_cache or ReferenceCache()  # in memory only unless given a directory
+        self.defaults = defaults  # the model's own sampler, steps, guidance (its render.json)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, dtype: torch.dtype = torch.float32,
@@ -143,7 +181,7 @@ class EmoPipeline:
             options["cuda_graphs"] = True
         components = load_components(backend, model_dir, engine_dir, dtype, **options)
         cache = ReferenceCache(reference_cache, weights_key(model_dir)) if reference_cache is not None else None
-        return cls(components, noise_schedule(model_dir), cache)
+        return cls(components, noise_schedule(model_dir), cache, model_render_settings(model_dir))
 
     # ---- step 1: audio ----------------------------------------------------------------------
     def audio_features(self, waveform: np.ndarray, num_frames: int, chunk_seconds: float,
@@ -296,7 +334,7 @@ def first_latents(scheduler, noise: torch.Tensor, reference_latents: torch.Tenso
 class Inputs:
     reference: Reference
     waveform: np.ndarray  # (S,) mono 16 kHz: what the model hears
-    native_audio: np.ndarray  # (S',) mono at the file's own rate: what the mp4 carries
+    native_audio: np.ndarray  # (S', C) at the file's own rate and channels: what the mp4 carries
     native_rate: int
 
 
@@ -306,15 +344,20 @@ def load_inputs(image_path: str | Path, audio_path: str | Path, resolution: int,
     from emo_rt.io.audio import check_duration, decode_audio, resample
     from emo_rt.io.image import parse_face_box
 
-    native, rate = decode_audio(audio_path)
-    check_duration(native.size, rate, 1 / fps, audio_path)
+    native, rate = decode_audio(audio_path, channels=True)  # (S', C)
+    check_duration(native.shape[0], rate, 1 / fps, audio_path)
     if not np.isfinite(native).all():
         raise InputError(f"audio file contains NaN or infinite samples: {audio_path}")
     if is_silent(native):
         warnings.warn("the audio is silent: the face will stay still-ish", stacklevel=2)
     box: FaceBox | None = parse_face_box(face_box) if face_box else None
     reference = prepare_reference(load_image(image_path), resolution, face_box=box, no_crop=no_crop)
-    return Inputs(reference, resample(native, rate, sample_rate), native, rate)
+    if native.shape[1] > 2:  # AAC in mp4 here: mono or stereo
+        warnings.warn(f"{audio_path} has {native.shape[1]} channels: the video carries them mixed to stereo",
+                      stacklevel=2)
+        native = np.stack([native[:, 0::2].mean(1), native[:, 1::2].mean(1)], 1).astype(np.float32)
+    mono = native.mean(axis=1, dtype=np.float32)
+    return Inputs(reference, resample(mono, rate, sample_rate), native, rate)
 
 
 def write_video(pipeline: EmoPipeline, inputs: Inputs, settings: RenderSettings, out_path: str | Path,
@@ -368,4 +411,5 @@ def render(image_path: str | Path, audio_path: str | Path, out_path: str | Path,
 
 
 def with_overrides(settings: RenderSettings, **overrides) -> RenderSettings:
+    """`settings` with the overrides that are not None (a command line's given flags)."""
     return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -56,8 +56,8 @@ def sniff_container(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def decode_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
-    """Decode at the file's own rate, channels averaged to mono.
+def decode_audio(path: str | os.PathLike[str], channels: bool = False) -> tuple[np.ndarray, int]:
+    """Decode at the file's own rate, channels averaged to mono (`channels`: kept, (T, C)).
 
     wav/flac/ogg/aiff go through soundfile (libsndfile: exact lengths, the decoder DALI uses);
     everything else (mp3, m4a/aac, ...) through PyAV. Returns (samples (T,) float32, sample_rate).
@@ -70,7 +70,7 @@ def decode_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
         samples, sample_rate = _decode_pyav(path)
     if samples.size == 0:
         raise InputError(f"audio file has no samples (zero length): {path}")
-    return samples, sample_rate
+    return (samples if channels else samples.mean(axis=1, dtype=np.float32)), sample_rate
 
 
 def _decode_soundfile(path: Path) -> tuple[np.ndarray, int]:
@@ -78,7 +78,7 @@ def _decode_soundfile(path: Path) -> tuple[np.ndarray, int]:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
     except sf.SoundFileError as e:
         raise InputError(f"audio file is corrupt or unsupported: {path} ({e})") from e
-    return data.mean(axis=1, dtype=np.float32), int(sample_rate)
+    return data, int(sample_rate)
 
 
 def _decode_pyav(path: Path) -> tuple[np.ndarray, int]:
@@ -86,7 +86,7 @@ def _decode_pyav(path: Path) -> tuple[np.ndarray, int]:
         container = av.open(str(path))
     except av.error.FFmpegError as e:
         raise InputError(f"not an audio file that can be decoded: {path} ({e.strerror or e})") from e
-    chunks: list[np.ndarray] = []  # each (n,) float32, mono
+    chunks: list[np.ndarray] = []  # each (n, C) float32
     with container:
         if not container.streams.audio:
             raise InputError(f"no audio stream in {path}: give a wav, flac, mp3, m4a/aac or ogg file")
@@ -98,13 +98,13 @@ def _decode_pyav(path: Path) -> tuple[np.ndarray, int]:
             for frame in container.decode(stream):
                 sample_rate = frame.sample_rate
                 for converted in to_float.resample(frame):
-                    chunks.append(converted.to_ndarray().mean(axis=0, dtype=np.float32))  # (C, n) -> (n,)
+                    chunks.append(converted.to_ndarray().T)  # planar (C, n) -> (n, C)
             for converted in to_float.resample(None):
-                chunks.append(converted.to_ndarray().mean(axis=0, dtype=np.float32))
+                chunks.append(converted.to_ndarray().T)
         except av.error.FFmpegError as e:
             raise InputError(f"audio file is corrupt or truncated: {path} ({e.strerror or e})") from e
         declared = _declared_num_samples(stream, sample_rate)
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros((0, 1), np.float32)
     if declared is not None and 0 < declared < samples.size:
         # AAC decoders return the encoder's end padding; the container's duration says where it ends.
         samples = samples[:declared]

@@ -20,6 +20,7 @@ import torch
 from emo_rt.errors import EmoError
 from emo_rt.io.files import atomic_directory, write_json_atomic
 from emo_rt.models import EmoModel
+from emo_rt.pipeline import RENDER_FILE
 
 
 def stage_summaries(run_dir: Path) -> list[dict]:
@@ -54,6 +55,8 @@ def ship(run_dir: str | Path, out_dir: str | Path, max_mb: float = 25.0, stage: 
         model.save_pretrained(partial, dtype=torch.float16)
         shutil.copytree(source / "scheduler", partial / "scheduler")
         write_json_atomic(partial / "training.json", summary)
+        if (source / RENDER_FILE).is_file():  # the settings the model was made to render with
+            shutil.copy2(source / RENDER_FILE, partial / RENDER_FILE)
         if (out_dir / "README.md").is_file():  # the card (emo-rt model-card) is kept until rewritten
             shutil.copy2(out_dir / "README.md", partial / "README.md")
         size_mb = sum(f.stat().st_size for f in partial.rglob("*") if f.is_file()) / 2**20

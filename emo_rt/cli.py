@@ -28,6 +28,7 @@ def _render(args) -> int:
     from emo_rt.runtime.overlap import overlap_pays
     from emo_rt.runtime.reference_cache import cache_dir_option
 
+    _check_render_paths(args)
     torch = _torch(args.threads)
     if args.engines is not None and args.backend == "torch":
         raise EmoError("--engines is for --backend onnxruntime or tensorrt (torch runs the weights themselves)")
@@ -53,6 +54,18 @@ def _render(args) -> int:
                    no_crop=args.no_crop, preview=args.preview, show_progress=not args.quiet)
     print(f"wrote {args.output}: {stats.line()} ({pipeline.components.name})")
     return 0
+
+
+def _check_render_paths(args) -> None:
+    """The files render reads and writes, checked before the model loads (render checks them again);
+    the preview is written after the video, so an unwritable one would otherwise leave the video."""
+    from emo_rt.io.files import check_input_file, check_output_path
+
+    check_input_file(args.image, "image")
+    check_input_file(args.audio, "audio")
+    check_output_path(args.output, "output video")
+    if args.preview is not None:
+        check_output_path(args.preview, "preview")
 
 
 def _render_settings(args, **more):
@@ -82,8 +95,10 @@ def _build_engines(args) -> int:
 
 def _new_model(args) -> int:
     from emo_rt.config import PRESETS
+    from emo_rt.io.files import atomic_directory, check_new_directory
     from emo_rt.models import EmoModel
 
+    check_new_directory(args.out, "model directory")
     _torch(None).manual_seed(args.seed)
     model = EmoModel(PRESETS[args.preset]())
     if args.sd15_unet:
@@ -92,7 +107,8 @@ def _new_model(args) -> int:
     if args.animatediff:
         from emo_rt.models.weights import import_animatediff
         print(import_animatediff(model, args.animatediff).summary())
-    model.save_pretrained(args.out)
+    with atomic_directory(args.out) as partial:  # an error or a signal leaves no half-written model
+        model.save_pretrained(partial)
     print(f"wrote {args.out} ({args.preset}, random init seed {args.seed} where not imported)")
     return 0
 
@@ -209,9 +225,7 @@ def _train_evaluator(args) -> int:
 def _add_render_options(p, defaults: str, steps=None, cfg=None, scheduler=None, start=None) -> None:
     """How a video is rendered (RenderSettings): shared by render (defaults: the model's render.json)
     and eval (fixed defaults)."""
-    from emo_rt.schedulers import SCHEDULERS
-
-    p.add_argument("--scheduler", default=scheduler, choices=list(SCHEDULERS), help=f"sampler (default: {defaults})")
+    p.add_argument("--scheduler", default=scheduler, choices=a.SCHEDULER_NAMES, help=f"sampler (default: {defaults})")
     p.add_argument("--steps", type=a.STEPS, default=steps, help=f"denoising steps per window, 1-1000 (default: {defaults})")
     p.add_argument("--cfg", type=a.CFG, default=cfg,
                    help=f"guidance scale on reference + audio, 0-30; 1 disables it (default: {defaults})")
@@ -235,7 +249,7 @@ def _add_render(sub) -> None:
     p.add_argument("--no-crop", action="store_true", help="use the whole image (already face-centred)")
     p.add_argument("--preview", help="also write a contact sheet PNG of frames here")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", help="torch device (default: cuda if present)")
+    p.add_argument("--device", type=a.device, help="torch device: cpu, cuda or cuda:N (default: cuda if present)")
     p.add_argument("--attention", default="auto", choices=["auto", "triton", "sdpa"],
                    help="temporal/reference attention: fused Triton kernels (auto = on CUDA) or SDPA")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
@@ -286,9 +300,10 @@ def _add_data_and_training(sub) -> None:
     p.add_argument("out")
     p.add_argument("--clips", type=a.integer(1, 1_000_000), default=100)
     p.add_argument("--seed", type=a.SEED, default=0)
-    p.add_argument("--size", type=a.integer(64, 2048), default=256, help="frame side in pixels, 64-2048 (default 256)")
-    p.add_argument("--seconds", type=a.number(0.0, 600.0, above=True), nargs="+", default=[5.0],
-                   help="clip length, or MIN MAX (seconds, > 0 and <= 600)")
+    p.add_argument("--size", type=a.integer(64, 2048, multiple_of=2), default=256,
+                   help="frame side in pixels, even, 64-2048 (default 256)")
+    p.add_argument("--seconds", type=a.number(0.5, 600.0), nargs="+", action=a.MinMax, default=[5.0],
+                   help="clip length, or MIN MAX (seconds, 0.5-600)")
     p.add_argument("--workers", type=a.integer(1, 256), help="parallel processes (default: all cores)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(run=_synth_data)
@@ -302,9 +317,9 @@ def _add_data_and_training(sub) -> None:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(run=_preprocess)
 
-    p = sub.add_parser("train", help="one stage (0-3) of a training recipe; resumable; DDP under torchrun")
+    p = sub.add_parser("train", help="one stage (0-4) of a training recipe; resumable; DDP under torchrun")
     p.add_argument("--recipe", required=True, help="training/recipes/<name>.yaml, or a shipped recipe's name")
-    p.add_argument("--stage", required=True, type=int, choices=(0, 1, 2, 3))
+    p.add_argument("--stage", required=True, type=int, choices=(0, 1, 2, 3, 4))
     p.add_argument("--data", required=True, help="preprocessed shards (emo-rt preprocess OUT)")
     p.add_argument("--out", required=True, help="run directory shared by the stages")
     p.add_argument("--resume", action="store_true", help="continue from the stage's latest checkpoint")
@@ -342,8 +357,9 @@ def _add_measuring(sub) -> None:
 
     p = sub.add_parser("bench", help="component latency, frames/s, real-time factor and utilisation: "
                                      "table, bench.json, bench.png")
-    p.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
-    p.add_argument("--preset", choices=["tiny", "sd15"], help="benchmark a random-init model of this preset instead")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
+    model.add_argument("--preset", choices=["tiny", "sd15"], help="benchmark a random-init model of this preset instead")
     p.add_argument("--backend", action="append", choices=["torch", "onnxruntime"],
                    help="backends to measure, repeatable (default: torch and onnxruntime; torch always runs)")
     p.add_argument("--engines", help="onnxruntime fp32 engine directory (default: built in a temp dir, not with --quick)")
@@ -362,10 +378,10 @@ def _add_measuring(sub) -> None:
 
 def _add_release(sub) -> None:
     p = sub.add_parser("ship", help="release step: a finished run's model as a shipped model (fp16, size-capped)")
-    p.add_argument("run", help="run directory of `emo-rt train` (RUN/stage3/model is shipped)")
+    p.add_argument("run", help="run directory of `emo-rt train` (its last finished stage's model is shipped)")
     p.add_argument("out", help="destination model directory, e.g. emo_rt/default_model")
     p.add_argument("--max-mb", type=a.number(0.0, None, above=True), default=25.0, help="size limit (default 25)")
-    p.add_argument("--stage", type=int, choices=(0, 1, 2, 3), default=3, help="ship this stage's model (default 3)")
+    p.add_argument("--stage", type=int, choices=(0, 1, 2, 3, 4), help="ship this stage's model (default: the last finished one)")
     p.set_defaults(run=_ship)
 
     p = sub.add_parser("model-card", help="release step: a shipped model's README.md from its measurements")

@@ -19,6 +19,7 @@ from emo_rt.io.files import atomic_directory, write_json_atomic
 from emo_rt.io.shards import ShardIndex
 from emo_rt.models import EmoModel
 from emo_rt.models.migration import set_scaling_factor
+from emo_rt.pipeline import write_model_render_settings
 from emo_rt.runtime.progress import progress_bar
 from emo_rt.training import checkpoint as ckpt
 from emo_rt.training.distributed import Distributed
@@ -63,7 +64,8 @@ class Trainer:
         model = (EmoModel.from_pretrained(p.checkpoint / "model") if p.checkpoint is not None
                  else initial_model(p, say=self.console.print)).to(dist.device)
         self.model = model
-        stage = build_stage(p.stage, model, self.recipe, crop=getattr(r, "crop", 0))
+        teacher = EmoModel.from_pretrained(p.start_model).backbone.to(dist.device) if p.stage == 4 else None
+        stage = build_stage(p.stage, model, self.recipe, crop=getattr(r, "crop", 0), teacher=teacher)
         samples, preview = self.samples(model, stage)
         if r.gradient_checkpointing:  # before naming parameters: the wrappers add a name component
             apply_gradient_checkpointing(model)
@@ -214,6 +216,8 @@ class Trainer:
             model.save_pretrained(partial)
             if p.stage >= 1:
                 stage.scheduler.save_pretrained(partial / "scheduler")
+            if hasattr(stage, "render_settings"):  # a distilled model renders with its own few steps
+                write_model_render_settings(partial, stage.render_settings())
             write_json_atomic(partial / "training.json", info)
         plot_losses(p.paths.log, p.paths.loss_png, f"stage {p.stage}")
         self.console.print(f"stage {p.stage} done: {p.paths.model}")

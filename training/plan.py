@@ -23,7 +23,7 @@ from emo_rt.models.migration import is_model_dir
 from emo_rt.training import checkpoint as ckpt
 from emo_rt.training.recipe import Recipe, TrainingError, load_recipe
 
-STAGES = (0, 1, 2, 3)
+STAGES = (0, 1, 2, 3, 4)
 # recipe keys that may change between a checkpoint and its resume (they do not change the maths)
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "num_workers"}
 

@@ -1,7 +1,7 @@
 """Training recipes: typed dataclasses validated from YAML (unknown keys and wrong types are errors).
 
 A recipe names the model preset, the diffusion parameterisation, the loss weighting and one
-section per stage (`stage0` .. `stage3`). `load_recipe(path)` raises `RecipeError`, one line
+section per stage (`stage0` .. `stage4`). `load_recipe(path)` raises `RecipeError`, one line
 naming the file, the key and what was wrong, before any work starts.
 """
 
@@ -141,6 +141,24 @@ class DenoiseStageRecipe(StageRecipe):
 
 
 @dataclass(frozen=True)
+class DistillStageRecipe(DenoiseStageRecipe):
+    """Stage 4: guidance and step distillation (training/distill.py)."""
+
+    teacher_steps: int = 8  # the guided teacher's DDIM steps ("trailing" spacing)
+    student_steps: int = 2  # the student's single-pass steps; teacher_steps must be a multiple
+    guidance: float = 3.5  # the teacher's guidance scale
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("teacher_steps", self.teacher_steps)
+        _positive("student_steps", self.student_steps)
+        if self.teacher_steps % self.student_steps:
+            raise ValueError(f"teacher_steps {self.teacher_steps} must be a multiple of student_steps "
+                             f"{self.student_steps}")
+        _non_negative("guidance", self.guidance)
+
+
+@dataclass(frozen=True)
 class Recipe:
     model: str  # a preset of emo_rt.config.PRESETS
     # EmoConfig fields replaced in the preset (nested like config.json), e.g. {resolution: 64}
@@ -153,6 +171,7 @@ class Recipe:
     stage1: DenoiseStageRecipe | None = None
     stage2: DenoiseStageRecipe | None = None
     stage3: DenoiseStageRecipe | None = None
+    stage4: DistillStageRecipe | None = None
 
     def __post_init__(self) -> None:
         _choice("model", self.model, tuple(PRESETS))
@@ -167,7 +186,7 @@ class Recipe:
             raise ValueError(str(err).replace("config", "model_overrides", 1)) from None
 
     def stage(self, number: int) -> StageRecipe:
-        section = getattr(self, f"stage{number}", None) if number in (0, 1, 2, 3) else None
+        section = getattr(self, f"stage{number}", None) if number in (0, 1, 2, 3, 4) else None
         if section is None:
             raise RecipeError(f"this recipe has no stage{number} section")
         return section

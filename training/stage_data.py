@@ -146,7 +146,7 @@ def _mark_complete(directory: Path) -> None:
 
 
 # ---- a stage's samples -------------------------------------------------------------------------
-PREVIEW_SAMPLES = {0: 8, 1: 4, 2: 2, 3: 2}
+PREVIEW_SAMPLES = {0: 8, 1: 4, 2: 2, 3: 2, 4: 2}
 
 
 def stage_samples(index: ShardIndex, model: EmoModel, stage: int, recipe, draw: Draw,

@@ -1,4 +1,4 @@
-"""The four training stages: which parameters each trains, how it starts, what it draws, its loss.
+"""The five training stages: which parameters each trains, how it starts, what it draws, its loss.
 
 - stage 0 (tiny only) `VAEStage`: the AutoencoderKL on corpus frames; L1 reconstruction (face and
   mouth weighted) + KL; at the end the VAE's scaling_factor is set to 1 / std of its latents.
@@ -9,6 +9,8 @@
   (without their speed attention) and the audio layers (audio_attn, norm_audio, audio_projector).
 - stage 3 `ClipStage(speed=True)`: trains the temporal modules and the speed layers (speed_attn,
   norm_speed, speed_encoder); the audio layers stay as stage 2 left them.
+- stage 4 `DistillStage` (distill.py): the whole Backbone learns to render in few single-pass steps
+  what the guided stage-3 teacher renders in many.
 
 The VAE and the wav2vec2 audio encoder are frozen from stage 1 on: their outputs come from caches.
 Each stage is an nn.Module whose forward(batch) returns the loss, so DDP wraps one module per stage.
@@ -53,6 +55,8 @@ def trains_in_stage(stage: int, name: str) -> bool:
             temporal and not parts & _SPEED)
     if stage == 3:
         return part == "speed_encoder" or temporal
+    if stage == 4:  # distillation: the whole Backbone, its conditioning inputs frozen
+        return part == "backbone"
     raise ValueError(f"no stage {stage}")
 
 
@@ -340,9 +344,14 @@ class ClipStage(_DenoiseStage):
                 "speed_tokens": speed, "face_latents": face}
 
 
-def build_stage(number: int, model: EmoModel, recipe: Recipe, crop: int = 0) -> Stage:
+def build_stage(number: int, model: EmoModel, recipe: Recipe, crop: int = 0, teacher: nn.Module | None = None) -> Stage:
+    """Stage `number` over `model`; stage 4 also takes its frozen teacher Backbone."""
     if number == 0:
         return VAEStage(model, recipe, crop or model.config.resolution)
     if number == 1:
         return FrameStage(model, recipe)
+    if number == 4:
+        from emo_rt.training.distill import DistillStage
+
+        return DistillStage(model, recipe, teacher)
     return ClipStage(model, recipe, speed=number == 3)

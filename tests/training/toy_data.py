@@ -85,6 +85,7 @@ def toy_recipe(steps: int = 3, batch_size: int = 2, **changes) -> dict:
         "stage1": {**common, "sample_steps": 2},
         "stage2": {**common, "sample_steps": 2},
         "stage3": {**common, "sample_steps": 2, "ema_decay": 0.5},
+        "stage4": {**common, "sample_steps": 2, "teacher_steps": 4, "student_steps": 2, "guidance": 3.0},
     }
 
 

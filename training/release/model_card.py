@@ -19,6 +19,7 @@ STAGE_JOBS = {
     1: "frame pairs: Backbone 2D layers, ReferenceNet, FaceLocator",
     2: "clips with audio: temporal modules + audio attention",
     3: "head speed: temporal modules + speed layers",
+    4: "distillation: the Backbone renders in few single-pass steps what the guided teacher does in many",
 }
 
 

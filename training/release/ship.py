@@ -4,7 +4,7 @@ place, so an interrupted run never leaves a half model behind.
 
     emo-rt ship runs/tiny emo_rt/default_model [--max-mb 25]
 
-RUN is the run directory of `emo-rt train` (its stage3/model is shipped; stage{k}/model/training.json
+RUN is the run directory of `emo-rt train` (its last finished stage's model is shipped; stage{k}/model/training.json
 of every stage is summarised into training.json).
 """
 
@@ -28,7 +28,7 @@ def stage_summaries(run_dir: Path) -> list[dict]:
     the step times in its log.csv, i.e. its training time over every resumed run (a stage's
     training.json only knows the seconds of its last run)."""
     rows = []
-    for stage in range(4):
+    for stage in range(5):
         info_path = run_dir / f"stage{stage}" / "model" / "training.json"
         if not info_path.is_file():
             continue
@@ -43,8 +43,12 @@ def stage_summaries(run_dir: Path) -> list[dict]:
     return rows
 
 
-def ship(run_dir: str | Path, out_dir: str | Path, max_mb: float = 25.0, stage: int = 3) -> Path:
+def ship(run_dir: str | Path, out_dir: str | Path, max_mb: float = 25.0, stage: int | None = None) -> Path:
+    """The model of `stage` (default: the last finished one) of `run_dir` as a shipped model in `out_dir`."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if stage is None:
+        finished = [k for k in range(5) if (run_dir / f"stage{k}" / "model" / "training.json").is_file()]
+        stage = finished[-1] if finished else 3
     source = run_dir / f"stage{stage}" / "model"
     if not (source / "training.json").is_file():
         raise EmoError(f"{source} is not a finished stage {stage} model (no training.json): finish training first")

@@ -1,27 +1,30 @@
 """EmoPipeline: one portrait + one audio track -> video frames, window after window.
 
 Steps of a render:
-1. audio -> mono 16 kHz -> AudioEncoder features for the whole file (chunked) at the video fps
+1. audio -> mono 16 kHz -> AudioEncoder features (chunked) at the video fps: for the whole file
+   at once, or chunk by chunk as a stream's audio arrives (`EmoPipeline.stream`)
 2. reference -> face-centred crop -> VAE latents -> ReferenceNet features (once per identity);
    face mask -> FaceLocator (once); head-speed curve (once)
 3. per window of f frames: motion features from the previous window's last n latents (zeros for
    the first window), audio/speed tokens for the window, then the denoising loop, where only the
    Backbone runs; then VAE decode, yielded as uint8 frames. The denoising of window k+1 overlaps
    the decode (and the caller's encode) of window k (`RenderSettings.overlap`).
-`render()` streams those frames into an mp4 with the input audio muxed.
+One loop (`EmoPipeline.window_latents`) runs every render, offline or streamed; `render()` streams
+its frames into an mp4 with the input audio muxed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -29,6 +32,7 @@ import torch
 from emo_rt.config import EmoConfig
 from emo_rt.errors import InputError, WeightsError
 from emo_rt.io.audio import is_silent, num_video_frames
+from emo_rt.io.audio_stream import StreamResampler, mono_piece
 from emo_rt.io.image import FaceBox, Reference, load_image, prepare_reference
 from emo_rt.io.preview import contact_sheet, preview_indices
 from emo_rt.io.video import VideoWriter
@@ -133,22 +137,169 @@ def default_model_dir() -> Path:
     return DEFAULT_MODEL_DIR
 
 
+class SpeedCurve:
+    """Per-frame head speed (deg/frame): a constant, or a file of per-second values (one per line or
+    comma-separated, read once), linearly interpolated to frames."""
+
+    def __init__(self, speed: float | str | Path | None, default: float):
+        self.constant = default if speed is None else float(speed) if isinstance(speed, (int, float)) else None
+        self.values = None if self.constant is not None else self._read(Path(speed))
+
+    @staticmethod
+    def _read(path: Path) -> np.ndarray:
+        try:
+            values = np.array([float(v) for v in path.read_text().replace(",", " ").split()], np.float32)
+        except (OSError, ValueError) as err:
+            raise InputError(f"speed curve {path}: {err}") from None
+        if values.size == 0:
+            raise InputError(f"speed curve {path} has no values")
+        return values
+
+    def frames(self, first: int, stop: int, fps: int) -> np.ndarray:
+        """The speeds of frames [first, stop) (stop - first,) float32."""
+        if self.values is None:
+            return np.full(stop - first, self.constant, np.float32)
+        seconds = np.arange(first, stop) / fps
+        return np.interp(seconds, np.arange(self.values.size), self.values).astype(np.float32)
+
+
 def speed_curve(speed: float | str | Path | None, num_frames: int, fps: int, default: float) -> np.ndarray:
-    """Per-frame head speed (F,): a constant, or a file of per-second values (one per line or
-    comma-separated), linearly interpolated to frames."""
-    if speed is None:
-        return np.full(num_frames, default, np.float32)
-    if isinstance(speed, (int, float)):
-        return np.full(num_frames, float(speed), np.float32)
-    path = Path(speed)
-    try:
-        values = np.array([float(v) for v in path.read_text().replace(",", " ").split()], np.float32)
-    except (OSError, ValueError) as err:
-        raise InputError(f"speed curve {path}: {err}") from None
-    if values.size == 0:
-        raise InputError(f"speed curve {path} has no values")
-    seconds = np.arange(num_frames) / fps
-    return np.interp(seconds, np.arange(values.size), values).astype(np.float32)
+    """Per-frame head speed (F,) of a whole file (SpeedCurve)."""
+    return SpeedCurve(speed, default).frames(0, num_frames, fps)
+
+
+@dataclass(frozen=True)
+class AudioChunking:
+    """How the audio encoder hears a file: chunks of `frames` video frames, each encoded with
+    `context` frames of audio on either side (fewer at the ends of the file)."""
+
+    frames: int  # K = chunk seconds * fps
+    context: int
+    fps: int
+    rate: int  # audio samples per second
+
+    @classmethod
+    def of(cls, config: EmoConfig, chunk_seconds: float, context_seconds: float = 1.0) -> "AudioChunking":
+        fps = config.fps
+        return cls(max(1, int(chunk_seconds * fps)), int(context_seconds * fps), fps, config.audio.sample_rate)
+
+    def span(self, start: int, num_frames: int, num_samples: int) -> tuple[int, int, int, int, int]:
+        """(stop, lo, hi, s0, s1) of the chunk at frame `start` of a file of `num_frames` frames and
+        `num_samples` samples: its frames [start, stop), encoded as frames [lo, hi) = samples [s0, s1)."""
+        stop = min(start + self.frames, num_frames)
+        lo, hi = max(0, start - self.context), min(num_frames, stop + self.context)
+        return stop, lo, hi, lo * self.rate // self.fps, min(num_samples, math.ceil(hi * self.rate / self.fps))
+
+    def samples_for(self, start: int) -> int:
+        """Samples after which the chunk at `start` is what it is in any longer file (its right context is in)."""
+        return math.ceil((start + self.frames + self.context) * self.rate / self.fps)
+
+
+@dataclass(frozen=True)
+class FeatureSpan:
+    """Audio features and head speeds of frames [first, first + features.shape[1]) on the device."""
+
+    features: torch.Tensor  # (1, n, L, D)
+    speeds: torch.Tensor  # (1, n)
+    first: int
+    total: int | None  # the file's frame count F; None while a stream's audio has not ended
+
+
+class WholeAudio:
+    """The window loop's audio when the file is all there: features for every frame at once
+    (`EmoPipeline.audio_features`), computed when the first window asks."""
+
+    def __init__(self, pipeline: "EmoPipeline", waveform: np.ndarray, settings: RenderSettings, device):
+        self.pipeline, self.waveform, self.settings, self.device = pipeline, waveform, settings, device
+        self._span: FeatureSpan | None = None
+
+    def frames(self, first: int, stop: int, cancelled: Callable[[], bool]) -> FeatureSpan:
+        if self._span is None:
+            config = self.pipeline.config
+            total = num_video_frames(self.waveform.size, config.audio.sample_rate, config.fps)
+            default_speed = float(np.median(config.speed.bucket_centres))
+            speeds = torch.from_numpy(speed_curve(self.settings.speed, total, config.fps, default_speed))[None]
+            features = self.pipeline.audio_features(self.waveform, total, self.settings.audio_chunk_seconds)
+            self._span = FeatureSpan(features.to(self.device), speeds.to(self.device), 0, total)
+        return self._span
+
+
+class StreamedAudio:
+    """The window loop's audio when it arrives in pieces (a TTS engine, a microphone): each chunk is
+    encoded once its audio and its right context are in (or the stream has ended), from exactly the
+    samples the whole file's chunk holds, so the features equal `EmoPipeline.audio_features` of the
+    whole file. `frames` pulls pieces from `pieces` until the frames asked for have features; frames
+    no later window needs are let go, so a long stream holds a few chunks."""
+
+    def __init__(self, pipeline: "EmoPipeline", pieces: Iterable[np.ndarray], settings: RenderSettings, device,
+                 sample_rate: int | None = None):
+        config = pipeline.config
+        self.pipeline, self.device = pipeline, device
+        self.chunking = AudioChunking.of(config, settings.audio_chunk_seconds)
+        self.speeds = SpeedCurve(settings.speed, float(np.median(config.speed.bucket_centres)))
+        rate = config.audio.sample_rate
+        self._resampler = StreamResampler(sample_rate, rate) if sample_rate and sample_rate != rate else None
+        self._pieces = iter(pieces)
+        self._samples = np.zeros(0, np.float32)  # model-rate samples from self._offset on
+        self._offset = 0
+        self.received = 0  # model-rate samples so far
+        self.total: int | None = None  # frames, once the stream has ended
+        self._parts: list[tuple[int, torch.Tensor]] = []  # (first frame, features (1, k, L, D)) of encoded chunks
+        self.encoded = 0  # frames [0, encoded) have features
+
+    def _covers(self, stop: int) -> bool:
+        return self.encoded >= (stop if self.total is None else min(stop, self.total))
+
+    def _receive(self) -> None:
+        """Take one more piece from the stream (blocks on it), or note its end."""
+        piece = next(self._pieces, None)
+        if piece is None:
+            if self._resampler is not None:
+                self._append(self._resampler.flush())
+            if self.received == 0:
+                raise InputError("the audio stream ended without a single sample")
+            config = self.pipeline.config
+            self.total = num_video_frames(self.received, config.audio.sample_rate, config.fps)
+            return
+        samples = mono_piece(piece)
+        self._append(self._resampler.push(samples) if self._resampler is not None else samples)
+
+    def _append(self, samples: np.ndarray) -> None:
+        self._samples = np.concatenate([self._samples, samples])
+        self.received += samples.size
+
+    def _encode_next(self) -> bool:
+        """Encode the next chunk if its audio is in; False if it needs more."""
+        start, chunking = self.encoded, self.chunking
+        if self.total is None:
+            if self.received < chunking.samples_for(start):
+                return False
+            num_frames = num_video_frames(self.received, chunking.rate, chunking.fps)  # > the chunk's hi
+        else:
+            num_frames = self.total
+        stop, lo, hi, s0, s1 = chunking.span(start, num_frames, self.received)
+        wave = torch.from_numpy(self._samples[s0 - self._offset: s1 - self._offset])[None]
+        feats = self.pipeline.components.encode_audio(wave, hi - lo)[:, start - lo: stop - lo]
+        self._parts.append((start, feats.to(self.device)))
+        self.encoded = stop
+        keep_from = max(0, stop - chunking.context) * chunking.rate // chunking.fps  # the next chunk's s0
+        self._samples, self._offset = self._samples[keep_from - self._offset:], keep_from
+        return True
+
+    def frames(self, first: int, stop: int, cancelled: Callable[[], bool]) -> FeatureSpan | None:
+        """Features of at least frames [first, stop) (to the end, where the stream ended before
+        `stop`); blocks until they exist. None when `cancelled()` turned true meanwhile."""
+        while not self._covers(stop):
+            if cancelled():
+                return None
+            if not self._encode_next():
+                self._receive()
+        while len(self._parts) > 1 and self._parts[1][0] <= first:  # chunks before `first`: no window needs them
+            self._parts.pop(0)
+        base = self._parts[0][0]
+        features = torch.cat([feats for _, feats in self._parts], dim=1)
+        speeds = torch.from_numpy(self.speeds.frames(base, self.encoded, self.chunking.fps))[None].to(self.device)
+        return FeatureSpan(features, speeds, base, self.total)
 
 
 class EmoPipeline:
@@ -187,15 +338,11 @@ class EmoPipeline:
     def audio_features(self, waveform: np.ndarray, num_frames: int, chunk_seconds: float,
                        context_seconds: float = 1.0) -> torch.Tensor:
         """(S,) 16 kHz -> (1, F, L, D) for the whole file, in chunks with context on each side."""
-        fps, rate = self.config.fps, self.config.audio.sample_rate
-        chunk = max(1, int(chunk_seconds * fps))
-        context = int(context_seconds * fps)  # frames of context on each side of a chunk
+        chunking = AudioChunking.of(self.config, chunk_seconds, context_seconds)
         wave = torch.from_numpy(waveform)[None]
         parts = []
-        for start in range(0, num_frames, chunk):
-            stop = min(start + chunk, num_frames)
-            lo, hi = max(0, start - context), min(num_frames, stop + context)
-            s0, s1 = lo * rate // fps, min(waveform.size, math.ceil(hi * rate / fps))
+        for start in range(0, num_frames, chunking.frames):
+            stop, lo, hi, s0, s1 = chunking.span(start, num_frames, waveform.size)
             feats = self.components.encode_audio(wave[:, s0:s1], hi - lo)
             parts.append(feats[:, start - lo: stop - lo])
         return torch.cat(parts, dim=1)
@@ -232,9 +379,31 @@ class EmoPipeline:
         With `settings.overlap` the denoising runs one window ahead in a worker thread
         (emo_rt.runtime.overlap); the frames are the same. `progress` is advanced per step and per
         window; `timer` (sequential runs) adds up the denoise and decode seconds."""
+        produce = functools.partial(self.denoised_windows, reference, waveform, settings, progress)  # (cancelled)
+        yield from self._decoded(produce, settings, progress, timer)
+
+    def stream(self, reference: Reference, audio_chunks: Iterable[np.ndarray],
+               settings: RenderSettings = RenderSettings(), sample_rate: int | None = None,
+               progress=None, timer: StageTimer | None = None) -> Iterator[np.ndarray]:
+        """Frames (k, R, R, 3) window by window while the audio arrives: `audio_chunks` yields float32
+        pieces of any length, (n,) or (n, C) (channels averaged), at `sample_rate` (default: the
+        model's, 16 kHz; others are resampled on the fly) and ends with the audio. Each chunk of
+        `settings.audio_chunk_seconds` is encoded once its audio plus 1 s after it is in, and a window
+        is denoised once its frames and their +/- m context frames have features, so the frames equal
+        `self(reference, whole_waveform, settings)` exactly. A window waits for about
+        chunk + 1 s of audio beyond its start: stream with a small `audio_chunk_seconds` (1-2 s)."""
+        device = getattr(self.components, "device", torch.device("cpu"))
+        audio = StreamedAudio(self, audio_chunks, settings, device, sample_rate)
+        produce = functools.partial(self.window_latents, reference, audio, settings, progress)  # (cancelled)
+        yield from self._decoded(produce, settings, progress, timer)
+
+    def _decoded(self, produce: Callable[..., Iterator[torch.Tensor]], settings: RenderSettings, progress,
+                 timer: StageTimer | None) -> Iterator[np.ndarray]:
+        """The decoded frames of `produce(cancelled)`'s latents: one after the other, or with the
+        denoising one window ahead in a worker thread (`settings.overlap`)."""
         timer = timer or StageTimer()
         if not settings.overlap:
-            windows = self.denoised_windows(reference, waveform, settings, progress)
+            windows = produce()
             while True:
                 with timer.stage("denoise"):  # audio features and the reference included
                     latents = next(windows, None)
@@ -244,43 +413,50 @@ class EmoPipeline:
                     frames = self.decode_window(latents, progress)
                 yield frames
         device = getattr(self.components, "device", torch.device("cpu"))
-        produce = functools.partial(self.denoised_windows, reference, waveform, settings, progress)  # (cancelled)
         with Overlapped(produce, depth=1, device=device) as windows:
             for latents in windows:
                 yield self.decode_window(latents, progress)
 
     def denoised_windows(self, reference: Reference, waveform: np.ndarray, settings: RenderSettings,
                          progress=None, cancelled=lambda: False) -> Iterator[torch.Tensor]:
-        """Steps 1-3a: the final latents (k, 4, h, w) of each window's k kept frames, in order.
-        Stops early when `cancelled()` turns true (checked every denoising step)."""
+        """Steps 1-3a of a whole file: the final latents (k, 4, h, w) of each window's k kept frames,
+        in order. Stops early when `cancelled()` turns true (checked every denoising step)."""
+        device = getattr(self.components, "device", torch.device("cpu"))
+        yield from self.window_latents(reference, WholeAudio(self, waveform, settings, device), settings,
+                                       progress, cancelled)
+
+    def window_latents(self, reference: Reference, audio: WholeAudio | StreamedAudio, settings: RenderSettings,
+                       progress=None, cancelled: Callable[[], bool] = lambda: False) -> Iterator[torch.Tensor]:
+        """The window loop of every render: the final latents (k, 4, h, w) of each window's k kept
+        frames, in order. `audio.frames` gives a window the features of its frames and their +/- m
+        context frames (blocking until a stream's audio holds them); the loop ends after the window
+        that holds the file's last frame, or when `cancelled()` turns true (checked every step)."""
         config, comp = self.config, self.components
         f, n, h = config.num_frames, config.num_motion_frames, config.latent_size
-        total = num_video_frames(waveform.size, config.audio.sample_rate, config.fps)
-        default_speed = float(np.median(config.speed.bucket_centres))
-        speeds = torch.from_numpy(speed_curve(settings.speed, total, config.fps, default_speed))[None]
-        features = self.audio_features(waveform, total, settings.audio_chunk_seconds)
+        m = max(config.audio.context_frames, config.speed.context_frames)
         ref = self.prepare(reference)
         guided = settings.cfg != 1.0
         scheduler = make_scheduler(settings.scheduler, self.schedule)
         generator = torch.Generator().manual_seed(settings.seed)  # on CPU: same noise on every device
         device = getattr(comp, "device", torch.device("cpu"))
-        speeds, features = speeds.to(device), features.to(device)
-        num_windows = math.ceil(total / f)
         motion_latents = torch.zeros(1, 4, n, h, h, device=device)  # first window: zero maps
         ref_features, face_latents = ref["features"], ref["face_latents"]
         null_ref = null_reference_features(ref_features) if guided else None
         if guided and settings.batch_guidance:  # (conditional, unconditional) as one batch, built once
             pair_ref = [torch.cat([x, z]) for x, z in zip(ref_features, null_ref)]
             pair_face = face_latents.expand(2, -1, -1, -1)
-        for k in range(num_windows):
+        for k in itertools.count():
             start = k * f
-            audio, speed = self.window_tokens(features, speeds, start)
+            span = audio.frames(max(0, start - m), start + f + m, cancelled)
+            if span is None or (span.total is not None and start >= span.total):  # cancelled, or past the end
+                return
+            audio_tokens, speed = self.window_tokens(span.features, span.speeds, start - span.first)
             motion = comp.motion_features(motion_latents.permute(0, 2, 1, 3, 4))
             # conditioning in the order of Components.denoise after (latents, timestep)
-            cond = (ref_features, motion, audio, speed, face_latents)
-            uncond = (null_ref, motion, null_audio_tokens(audio), speed, face_latents) if guided else None
+            cond = (ref_features, motion, audio_tokens, speed, face_latents)
+            uncond = (null_ref, motion, null_audio_tokens(audio_tokens), speed, face_latents) if guided else None
             if guided and settings.batch_guidance:
-                cond = (pair_ref, [x.expand(2, *x.shape[1:]) for x in motion], torch.cat([audio, uncond[2]]),
+                cond = (pair_ref, [x.expand(2, *x.shape[1:]) for x in motion], torch.cat([audio_tokens, uncond[2]]),
                         speed.expand(2, -1, -1, -1), pair_face)
                 uncond = None
             scheduler.set_timesteps(settings.steps)
@@ -294,7 +470,7 @@ class EmoPipeline:
                 if progress is not None:
                     progress.advance_step()
             motion_latents = torch.cat([motion_latents, z], dim=2)[:, :, -n:] if n else motion_latents
-            keep = min(f, total - start)  # the last window is padded, then trimmed
+            keep = f if span.total is None else min(f, span.total - start)  # the last window is padded, then trimmed
             yield z[0].permute(1, 0, 2, 3)[:keep].contiguous()  # its own memory: the worker moves on
 
     def predict(self, z_in: torch.Tensor, t: torch.Tensor, cond: tuple, uncond: tuple | None,

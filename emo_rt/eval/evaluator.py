@@ -104,7 +104,6 @@ class Evaluator:
         """Floating tensors stored as `dtype` (fp16 by default: the outputs move by < 1e-3)."""
         directory = Path(directory)
         save_network(self.network, directory, CONFIG_FILE, WEIGHTS_FILE, dtype)
-        (directory / WEIGHTS_FILE).chmod(0o644)
         if self.identity is not None:
             self.identity.save_pretrained(directory, dtype)
 

@@ -158,6 +158,4 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
     with atomic_output(paths["md"], "report") as tmp:
         tmp.write_text(markdown(report))
     plot(report, paths["png"])
-    for path in paths.values():  # temporary files are created private; a report is for reading
-        path.chmod(0o644)
     return paths

@@ -56,6 +56,28 @@ def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Pat
     return path
 
 
+def check_new_directory(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Raise InputError unless `path` can be written as a new directory: absent or empty, and the
+    nearest existing folder above it writable (probed, as in `check_output_path`)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        raise InputError(f"{what} {path} exists and is not empty: give a new or empty directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    while not parent.exists():  # the missing folders are made with it
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot make {what} {path}: {parent} is not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}.", suffix=".probe"))
+    except OSError as e:
+        raise InputError(f"cannot write to {parent}: {e.strerror or e}") from e
+    return path
+
+
+_UMASK = os.umask(0)  # read once: os.umask can only be read by setting it
+os.umask(_UMASK)
 PARTIAL_MARK = ".part"  # in the name of every temporary file the writers below make
 
 
@@ -68,8 +90,10 @@ def remove_partials(directory: str | os.PathLike[str]) -> int:
 
 
 def temp_path_beside(path: Path, suffix: str) -> Path:
-    """Create an empty hidden temp file in `path`'s directory (same filesystem, so a rename is atomic)."""
+    """Create an empty hidden temp file in `path`'s directory (same filesystem, so a rename is atomic),
+    with the permissions a plain new file gets (mkstemp's are owner-only)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f"{PARTIAL_MARK}{suffix}")
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     return Path(tmp)
 

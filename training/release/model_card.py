@@ -137,5 +137,4 @@ def write_card(model_dir: str | Path, report_dir: str | Path, corpus_dir: str | 
     path = model_dir / "README.md"
     with atomic_output(path, "model card") as tmp:
         tmp.write_text(text)
-    path.chmod(0o644)
     return path

@@ -158,8 +158,9 @@ def write_card(out: Path, data: HeldOutData, result: dict) -> dict:
     result["weights_bytes"] = (out / WEIGHTS_FILE).stat().st_size
     result["val"] = figures(shipped, *load_split(data, "val", shipped.config))
     result["test"] = figures(shipped, *load_split(data, "test", shipped.config))
-    if shipped.identity is not None:
-        result["identity_figures"] = identity_figures(shipped.identity, data)
+    if shipped.identity is not None and "identity" in result:
+        others = [HeldOutData(shards, corpus) for shards, corpus in result["identity"]["corpora"][1:]]
+        result["identity_figures"] = identity_figures(shipped.identity, [data, *others])
     write_json_atomic(out / "training.json", result)
     write_text_atomic(out / "README.md", card(result))
     return result
@@ -211,7 +212,7 @@ def identity_card(result: dict) -> str:
         return ""
     rows = "\n".join(f"| {split} | {f['identities']} | {f['frames']} | {f['auc']:.4f} | {f['same_cosine']:.3f} | "
                      f"{f['different_cosine']:.3f} |" for split, f in figures_.items() if f.get("auc") is not None)
-    corpora = ", ".join(f"`{c}`" for c in record["corpora"])
+    corpora = ", ".join(f"`{Path(corpus).parent.name}/{Path(corpus).name}`" for _, corpus in record["corpora"])
     return f"""## Identity embedding (identity similarity, a CSIM analogue)
 
 A {record['parameters'] / 1e6:.2f}M-parameter CNN (`emo_rt/eval/identity.py`) maps the face crop (the
@@ -220,7 +221,9 @@ cosine of each frame to the reference. Trained by metric learning (CosFace: scal
 over the **train-split identities only** of {corpora} ({record['train_identities']} identities,
 {record['train_frames']} frames, every 3rd frame of each clip), {record['steps']} steps of batch {record['batch']},
 lr {record['lr']}, {record['train_seconds'] / 60:.1f} min on the 2-core CPU box. Same vs different identity,
-random frame pairs of real held-out videos (identities never trained on):
+random frame pairs of real held-out videos (identities never trained on). Made with:
+`emo-rt train-evaluator --data {record['corpora'][0][0]} --corpus {record['corpora'][0][1]} --part identity
+{' '.join(f'--identity-data {s} {c}' for s, c in record['corpora'][1:])} --identity-steps {record['steps']}`
 
 | split | identities | frames | ROC AUC | same-identity cosine | different-identity cosine |
 | --- | --- | --- | --- | --- | --- |

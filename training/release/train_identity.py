@@ -113,7 +113,7 @@ def train_identity(datasets: list[HeldOutData], steps: int, batch: int, lr: floa
             schedule.step()
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
             bar.update(task, advance=1, loss=f"loss {running:.3f}")
-    record = {"corpora": [str(d.corpus) for d in datasets], "train_identities": classes,
+    record = {"corpora": [[str(d.shards), str(d.corpus)] for d in datasets], "train_identities": classes,
               "train_frames": int(len(frames)), "steps": steps, "batch": batch, "lr": lr, "seed": seed,
               "train_seconds": round(time.perf_counter() - started, 1), "torch": torch.__version__,
               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -123,6 +123,13 @@ def train_identity(datasets: list[HeldOutData], steps: int, batch: int, lr: floa
     return IdentityEmbedder(trained.network.eval()), record
 
 
-def identity_figures(embedder: IdentityEmbedder, data: HeldOutData) -> dict:
-    """Pair figures on the real frames of the val and test splits (identities never trained on)."""
-    return {split: pair_figures(embedder, *identity_frames([data], split, embedder.config)) for split in ("val", "test")}
+def identity_figures(embedder: IdentityEmbedder, corpora: list[HeldOutData]) -> dict:
+    """Pair figures on the real frames of held-out identities (never trained on): the val and test
+    splits of the first corpus, and the test split of each other corpus the embedding learned from."""
+    first, *others = corpora
+    figures = {split: pair_figures(embedder, *identity_frames([first], split, embedder.config))
+               for split in ("val", "test")}
+    for data in others:
+        name = f"test of {data.corpus.parent.name}/{data.corpus.name}"
+        figures[name] = pair_figures(embedder, *identity_frames([data], "test", embedder.config))
+    return figures

@@ -100,13 +100,18 @@ def _save_large(spec: ExportSpec, program, path: Path, precision: str, started: 
     import onnx
 
     data = path.with_name(path.name + ".data")
-    program.save(str(path), external_data=True)  # the exporter names the data file <path>.data
-    del program
-    if not data.is_file():
-        raise RuntimeError(f"{spec.name}: the exporter did not write {data.name}")
-    graph = onnx.load(str(path), load_external_data=False)
-    _check_interface(spec, graph, precision)
-    onnx.checker.check_model(str(path))  # path-based: works above 2 GiB
+    try:
+        program.save(str(path), external_data=True)  # the exporter names the data file <path>.data
+        del program
+        if not data.is_file():
+            raise RuntimeError(f"{spec.name}: the exporter did not write {data.name}")
+        graph = onnx.load(str(path), load_external_data=False)
+        _check_interface(spec, graph, precision)
+        onnx.checker.check_model(str(path))  # path-based: works above 2 GiB
+    except BaseException:  # a failed check, Ctrl-C, SIGTERM: no unreferenced gigabytes stay behind
+        path.unlink(missing_ok=True)
+        data.unlink(missing_ok=True)
+        raise
     return OnnxExport(path, [path, data], len(graph.graph.node), False,
                       {"export": time.perf_counter() - started})
 

@@ -33,7 +33,7 @@ from emo_rt.io.shards import CLIP_TENSORS, ClipData, ClipEntry, ShardWriter
 from emo_rt.runtime.progress import progress_bar
 
 from ..speed_buckets import fit_speed_buckets
-from ..workers import one_thread_per_worker
+from ..workers import one_thread_per_worker, stop_workers
 from .clip import ClipSettings, Source, iter_clips
 from .decode import VIDEO_EXTENSIONS
 from .reject import FAILED, ClipRejected
@@ -245,6 +245,16 @@ def work(source: Source, settings: ClipSettings, out: Path) -> dict:
     return record
 
 
+def _drop_unfinished(out: Path, sources) -> None:
+    """Remove the work folders of interrupted sources (no outcome.json: the next run redoes them)."""
+    for source in sources:
+        if not _outcome_path(out, source).is_file():
+            shutil.rmtree(out / WORK_DIR / source.id, ignore_errors=True)
+    work = out / WORK_DIR
+    if work.is_dir() and not any(work.iterdir()):
+        work.rmdir()
+
+
 def _crash_record(source: Source) -> dict:
     return {"source": source.relpath, "id": source.id, "split": source.split, "identity": source.identity,
             "kept": [], "rejected": [{"id": source.id, "reason": FAILED,
@@ -276,7 +286,11 @@ def _run(todo: list[Source], settings: ClipSettings, out: Path, workers: int, fi
         saved = _redirect_native_stderr(log_path)
         try:
             for source in todo:
-                record = work(source, settings, out)
+                try:
+                    record = work(source, settings, out)
+                except BaseException:  # Ctrl-C, SIGTERM (work() reports every Exception in its record)
+                    _drop_unfinished(out, [source])
+                    raise
                 finished(record)
         finally:
             os.dup2(saved, 2)
@@ -311,6 +325,10 @@ def _run_pool(todo: list[Source], settings: ClipSettings, out: Path, workers: in
                         finished(_crash_record(source))
                     else:
                         queue.appendleft(source)
+            except BaseException:  # Ctrl-C, SIGTERM: stop the workers now; finished sources stay resumable
+                stop_workers(pool)
+                _drop_unfinished(out, running.values())
+                raise
 
 
 def _fit_buckets(out: Path, entries: list[ClipEntry], num_buckets: int) -> dict:

@@ -26,7 +26,7 @@ from emo_rt.errors import EmoError
 from emo_rt.io.files import remove_partials, write_bytes_atomic
 from emo_rt.runtime.progress import progress_bar
 
-from ..workers import one_thread_per_worker
+from ..workers import one_thread_per_worker, stop_workers
 from .face import FaceRenderer
 from .identity import Identity, rounded
 from .media import Mp4Writer
@@ -249,9 +249,9 @@ def generate_corpus(out_dir: Path, num_clips: int, seed: int, size: int = 256,
     (1: in this process); the output does not depend on it."""
     out_dir = Path(out_dir)
     clips_dir = out_dir / "clips"
+    specs = plan_corpus(num_clips, seed, size, seconds)  # its EmoError before anything is written
     clips_dir.mkdir(parents=True, exist_ok=True)
     remove_partials(clips_dir)  # left by a killed run
-    specs = plan_corpus(num_clips, seed, size, seconds)
     warn_if_fallback()
     todo = [s for s in specs if not _is_done(s, clips_dir)]
     workers = max(1, min(workers or 1, len(todo) or 1))
@@ -278,11 +278,15 @@ def _render_parallel(todo: list[ClipSpec], clips_dir: Path, workers: int, advanc
         context.set_forkserver_preload([__name__])
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                  initargs=(os.getpid(),)) as pool:
-            pending = {pool.submit(render_clip, spec, clips_dir) for spec in todo}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    if future.exception() is not None:
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        raise future.exception()
-                    advance()
+            try:
+                pending = {pool.submit(render_clip, spec, clips_dir) for spec in todo}
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    for future in done:
+                        if future.exception() is not None:
+                            raise future.exception()
+                        advance()
+            except BaseException:  # a failed clip, Ctrl-C, SIGTERM: finished clips stay, the rest stops now
+                stop_workers(pool)
+                remove_partials(clips_dir)  # what the stopped workers were writing
+                raise

@@ -197,7 +197,7 @@ def _bench(args) -> int:
 def _ship(args) -> int:
     from emo_rt.training.release.ship import ship
 
-    ship(args.run, args.out, args.max_mb, args.stage)
+    print(f"wrote {ship(args.run_dir, args.out, args.max_mb, args.stage)}")
     return 0
 
 
@@ -378,7 +378,8 @@ def _add_measuring(sub) -> None:
 
 def _add_release(sub) -> None:
     p = sub.add_parser("ship", help="release step: a finished run's model as a shipped model (fp16, size-capped)")
-    p.add_argument("run", help="run directory of `emo-rt train` (its last finished stage's model is shipped)")
+    p.add_argument("run_dir", metavar="run",  # not dest "run": that is the handler main() calls
+                   help="run directory of `emo-rt train` (its last finished stage's model is shipped)")
     p.add_argument("out", help="destination model directory, e.g. emo_rt/default_model")
     p.add_argument("--max-mb", type=a.number(0.0, None, above=True), default=25.0, help="size limit (default 25)")
     p.add_argument("--stage", type=int, choices=(0, 1, 2, 3, 4), help="ship this stage's model (default: the last finished one)")

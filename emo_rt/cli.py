@@ -68,6 +68,13 @@ def _check_render_paths(args) -> None:
         check_output_path(args.preview, "preview")
 
 
+def _check_output_dir(path: str, what: str) -> None:
+    """An output folder (made by the command, or kept to resume) checked before any work."""
+    from emo_rt.io.files import check_output_dir
+
+    check_output_dir(path, what)
+
+
 def _render_settings(args, **more):
     from emo_rt.pipeline import RenderSettings
 
@@ -85,6 +92,7 @@ def _torch(threads: int | None):
 
 # ---- engines, models, data ------------------------------------------------------------------
 def _build_engines(args) -> int:
+    _check_output_dir(args.out, "--out")
     from emo_rt.export import build_engines
     from emo_rt.pipeline import default_model_dir
 
@@ -138,6 +146,7 @@ def _synth_data(args) -> int:
 
 
 def _preprocess(args) -> int:
+    _check_output_dir(args.out, "output folder")
     from emo_rt.training.data.preprocess import preprocess
 
     report = preprocess(args.input, args.out, args.resolution, args.workers, require_audio=not args.no_audio,
@@ -147,6 +156,7 @@ def _preprocess(args) -> int:
 
 
 def _train(args) -> int:
+    _check_output_dir(args.out, "--out")
     from emo_rt.training.trainer import train
 
     print(train(args.recipe, args.stage, args.data, args.out, args.resume, progress=not args.no_progress))
@@ -177,6 +187,7 @@ def _bench(args) -> int:
     import json
     import tempfile
 
+    _check_output_dir(args.out, "--out")
     from emo_rt.bench import bench_model_dir, bench_options, format_table, run_bench
 
     options = bench_options(args.quick, seconds=args.seconds, steps=args.steps, cfg=args.cfg, threads=args.threads,

@@ -56,23 +56,29 @@ def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Pat
     return path
 
 
-def check_new_directory(path: str | os.PathLike[str], what: str = "output") -> Path:
-    """Raise InputError unless `path` can be written as a new directory: absent or empty, and the
-    nearest existing folder above it writable (probed, as in `check_output_path`)."""
+def check_output_dir(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Raise InputError unless `path` is a folder or can be made as one: the nearest existing folder
+    above it must be writable (probed, as in `check_output_path`). Creates nothing."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{what} {path} exists and is not a directory")
+    nearest = path if path.exists() else (path.parent if str(path.parent) else Path("."))
+    while not nearest.exists():  # the missing folders are made with it
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise InputError(f"cannot make {what} {path}: {nearest} is not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=nearest, prefix=f".{path.name}.", suffix=".probe"))
+    except OSError as e:
+        raise InputError(f"cannot write to {nearest}: {e.strerror or e}") from e
+    return path
+
+
+def check_new_directory(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """`check_output_dir`, and `path` must be absent or empty."""
+    path = check_output_dir(path, what)
     if path.is_dir() and any(path.iterdir()):
         raise InputError(f"{what} {path} exists and is not empty: give a new or empty directory")
-    parent = path.parent if str(path.parent) else Path(".")
-    while not parent.exists():  # the missing folders are made with it
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"cannot make {what} {path}: {parent} is not a directory")
-    try:
-        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}.", suffix=".probe"))
-    except OSError as e:
-        raise InputError(f"cannot write to {parent}: {e.strerror or e}") from e
     return path
 
 

@@ -250,7 +250,10 @@ def generate_corpus(out_dir: Path, num_clips: int, seed: int, size: int = 256,
     out_dir = Path(out_dir)
     clips_dir = out_dir / "clips"
     specs = plan_corpus(num_clips, seed, size, seconds)  # its EmoError before anything is written
-    clips_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        clips_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise EmoError(f"cannot make the corpus folder {clips_dir}: {err.strerror or err}") from None
     remove_partials(clips_dir)  # left by a killed run
     warn_if_fallback()
     todo = [s for s in specs if not _is_done(s, clips_dir)]

@@ -24,11 +24,11 @@ class Terminated(BaseException):
 
 # ---- render ---------------------------------------------------------------------------------
 def _render(args) -> int:
+    _check_render_paths(args)  # before the imports: a mistyped path is told in 0.2 s, not 8
     from emo_rt.pipeline import EmoPipeline, render, with_overrides
     from emo_rt.runtime.overlap import overlap_pays
     from emo_rt.runtime.reference_cache import cache_dir_option
 
-    _check_render_paths(args)
     torch = _torch(args.threads)
     if args.engines is not None and args.backend == "torch":
         raise EmoError("--engines is for --backend onnxruntime or tensorrt (torch runs the weights themselves)")

@@ -232,6 +232,18 @@ def _train_evaluator(args) -> int:
     return 0
 
 
+# ---- serving ----------------------------------------------------------------------------------
+def _serve(args) -> int:
+    from emo_rt.serve import Limits, ServeOptions, serve
+
+    _torch(args.threads)
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_audio_seconds=args.max_seconds)
+    serve(ServeOptions(host=args.host, port=args.port, weights=args.weights, portraits=args.portraits, limits=limits,
+                       max_queue=args.max_queue, audio_chunk_seconds=args.audio_chunk_seconds,
+                       shutdown_grace=args.shutdown_grace, threads=args.threads))
+    return 0
+
+
 # ---- the parser -------------------------------------------------------------------------------
 def _add_render_options(p, defaults: str, steps=None, cfg=None, scheduler=None, start=None) -> None:
     """How a video is rendered (RenderSettings): shared by render (defaults: the model's render.json)
@@ -423,6 +435,26 @@ def _add_release(sub) -> None:
     p.set_defaults(run=_train_evaluator)
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="a web page where the portrait talks as it is generated, and POST /api/render")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=a.integer(1, 65535), default=7860, help="port, 1-65535 (default 7860)")
+    p.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
+    p.add_argument("--portraits", help="a folder of portraits the page offers to pick (default: uploads only)")
+    p.add_argument("--max-upload-mb", type=a.number(0.0, 4096.0, above=True), default=20.0,
+                   help="largest portrait or audio file accepted, MB (default 20)")
+    p.add_argument("--max-seconds", type=a.number(0.0, 3600.0, above=True), default=60.0,
+                   help="longest audio rendered, seconds (default 60)")
+    p.add_argument("--max-queue", type=a.integer(1, 10_000), default=16, help="renders waiting at most (default 16)")
+    p.add_argument("--audio-chunk-seconds", type=a.number(0.04, 30.0), default=2.0,
+                   help="the audio encoder's chunk, seconds: smaller ones bring the first frames sooner "
+                        "(default 2; 30, the render's, gives `emo-rt render`'s frames)")
+    p.add_argument("--shutdown-grace", type=a.number(0.0, 3600.0), default=10.0,
+                   help="on SIGTERM, seconds a render in flight may take to finish before it is stopped (default 10)")
+    p.add_argument("--threads", type=a.THREADS, help="torch intra-op threads (default: torch's, one per core)")
+    p.set_defaults(run=_serve)
+
+
 def build_parser() -> a.Parser:
     parser = a.Parser(prog="emo-rt", description="EMO-style audio-driven portrait video, fast.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -431,6 +463,7 @@ def build_parser() -> a.Parser:
     _add_data_and_training(sub)
     _add_measuring(sub)
     _add_release(sub)
+    _add_serve(sub)
     return parser
 
 

@@ -112,35 +112,10 @@ class Identity:
 
     @staticmethod
     def sample(rng: np.random.Generator, identity_id: str) -> "Identity":
+        """Draw an identity. The draws' order is part of the corpus: same seed, same identities."""
         u = rng.uniform
-        t = u(0, len(_SKIN_ANCHORS) - 1)
-        i0 = int(t)
-        i1 = min(i0 + 1, len(_SKIN_ANCHORS) - 1)
-        skin_f = _SKIN_ANCHORS[i0] * (1 - (t - i0)) + _SKIN_ANCHORS[i1] * (t - i0)
-        skin_f = skin_f * u(0.95, 1.04) + rng.normal(0, 4, 3)
-        skin = _rgb(skin_f)
-        lips = _rgb(skin_f * np.array([0.86, 0.58, 0.6]) + np.array([22, 0, 4]) + rng.normal(0, 6, 3))
-        iris = _rgb(_IRIS[rng.choice(len(_IRIS), p=_IRIS_WEIGHTS)] + rng.normal(0, 8, 3))
-        if u() < 0.05:  # dyed hair
-            hair = _hsv_colour(rng, (0.45, 0.8), (0.35, 0.75))
-        else:
-            hair = _rgb(_HAIR[rng.choice(len(_HAIR), p=_HAIR_WEIGHTS)] * u(0.85, 1.12) + rng.normal(0, 5, 3))
-        brightness = float(np.mean(hair))
-        brows = _rgb(np.asarray(hair, np.float64) * (0.55 if brightness > 110 else 0.85) + 8)
-        style = str(rng.choice(HAIR_STYLES, p=[0.16, 0.14, 0.12, 0.1, 0.12, 0.14, 0.08, 0.08, 0.06]))
-        glasses = str(rng.choice(GLASSES, p=[0.7, 0.15, 0.15]))
-        glasses_colour = _rgb(rng.choice([20, 40, 90, 150]) + rng.normal(0, 10, 3))
-        shirt = _hsv_colour(rng, (0.1, 0.8), (0.15, 0.85))
-
-        kind = str(rng.choice(BACKGROUNDS))
-        for _ in range(20):  # keep the backdrop apart from skin and hair so the face stands out
-            colour_a = _hsv_colour(rng, (0.05, 0.7), (0.2, 0.95))
-            if _distance(colour_a, skin) > 90 and _distance(colour_a, hair) > 50:
-                break
-        colour_b = _rgb(np.asarray(colour_a, np.float64) * u(0.55, 0.9) + rng.normal(0, 25, 3))
-        background = Background(kind, colour_a, colour_b, float(u(0, 180)), float(u(0.06, 0.2)),
-                                int(rng.integers(0, 2**31 - 1)))
-
+        palette = _palette(rng)
+        background = _background(rng, palette["skin"], palette["hair"])
         forehead = float(u(0.68, 0.8))
         light = np.array([u(-0.7, 0.7), u(-0.7, 0.05), 1.0])
         light /= np.linalg.norm(light)
@@ -170,13 +145,13 @@ class Identity:
             upper_lip=float(u(0.06, 0.09)),
             lower_lip=float(u(0.075, 0.115)),
             ear_size=float(u(0.9, 1.15)),
-            skin=skin, lips=lips, iris=iris, hair=hair, brows=brows, shirt=shirt,
-            hair_style=style,
+            skin=palette["skin"], lips=palette["lips"], iris=palette["iris"], hair=palette["hair"],
+            brows=palette["brows"], shirt=palette["shirt"], hair_style=palette["style"],
             hair_volume=float(u(0.12, 0.28)),
             hairline=-forehead + float(u(0.0, 0.1)),
             parting=float(u(-0.4, 0.4)),
-            glasses=glasses,
-            glasses_colour=glasses_colour,
+            glasses=palette["glasses"],
+            glasses_colour=palette["glasses_colour"],
             collar=str(rng.choice(["crew", "v", "shirt"])),
             light=(float(light[0]), float(light[1]), float(light[2])),
             ambient=float(u(0.42, 0.55)),
@@ -197,3 +172,39 @@ def rounded(value, digits: int = 4):
     if isinstance(value, (list, tuple)):
         return [rounded(v, digits) for v in value]
     return value
+
+
+def _palette(rng: np.random.Generator) -> dict:
+    """Skin, lips, iris, hair, brows, hair style, glasses and shirt of one identity."""
+    u = rng.uniform
+    t = u(0, len(_SKIN_ANCHORS) - 1)
+    i0 = int(t)
+    i1 = min(i0 + 1, len(_SKIN_ANCHORS) - 1)
+    skin_f = _SKIN_ANCHORS[i0] * (1 - (t - i0)) + _SKIN_ANCHORS[i1] * (t - i0)
+    skin_f = skin_f * u(0.95, 1.04) + rng.normal(0, 4, 3)
+    out = {"skin": _rgb(skin_f),
+           "lips": _rgb(skin_f * np.array([0.86, 0.58, 0.6]) + np.array([22, 0, 4]) + rng.normal(0, 6, 3)),
+           "iris": _rgb(_IRIS[rng.choice(len(_IRIS), p=_IRIS_WEIGHTS)] + rng.normal(0, 8, 3))}
+    if u() < 0.05:  # dyed hair
+        out["hair"] = _hsv_colour(rng, (0.45, 0.8), (0.35, 0.75))
+    else:
+        out["hair"] = _rgb(_HAIR[rng.choice(len(_HAIR), p=_HAIR_WEIGHTS)] * u(0.85, 1.12) + rng.normal(0, 5, 3))
+    brightness = float(np.mean(out["hair"]))
+    out["brows"] = _rgb(np.asarray(out["hair"], np.float64) * (0.55 if brightness > 110 else 0.85) + 8)
+    out["style"] = str(rng.choice(HAIR_STYLES, p=[0.16, 0.14, 0.12, 0.1, 0.12, 0.14, 0.08, 0.08, 0.06]))
+    out["glasses"] = str(rng.choice(GLASSES, p=[0.7, 0.15, 0.15]))
+    out["glasses_colour"] = _rgb(rng.choice([20, 40, 90, 150]) + rng.normal(0, 10, 3))
+    out["shirt"] = _hsv_colour(rng, (0.1, 0.8), (0.15, 0.85))
+    return out
+
+
+def _background(rng: np.random.Generator, skin, hair) -> "Background":
+    """A backdrop kept apart from skin and hair in colour, so the face stands out."""
+    u = rng.uniform
+    kind = str(rng.choice(BACKGROUNDS))
+    for _ in range(20):
+        colour_a = _hsv_colour(rng, (0.05, 0.7), (0.2, 0.95))
+        if _distance(colour_a, skin) > 90 and _distance(colour_a, hair) > 50:
+            break
+    colour_b = _rgb(np.asarray(colour_a, np.float64) * u(0.55, 0.9) + rng.normal(0, 25, 3))
+    return Background(kind, colour_a, colour_b, float(u(0, 180)), float(u(0.06, 0.2)), int(rng.integers(0, 2**31 - 1)))

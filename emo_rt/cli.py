@@ -102,11 +102,12 @@ def _build_engines(args) -> int:
 
 
 def _new_model(args) -> int:
-    from emo_rt.config import PRESETS
     from emo_rt.io.files import atomic_directory, check_new_directory
+
+    check_new_directory(args.out, "model directory")  # before the model stack's imports
+    from emo_rt.config import PRESETS
     from emo_rt.models import EmoModel
 
-    check_new_directory(args.out, "model directory")
     _torch(None).manual_seed(args.seed)
     model = EmoModel(PRESETS[args.preset]())
     if args.sd15_unet:

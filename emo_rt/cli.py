@@ -216,7 +216,7 @@ def _ship(args) -> int:
 def _model_card(args) -> int:
     from emo_rt.training.release.model_card import write_card
 
-    print(f"wrote {write_card(args.model, args.report, args.corpus, args.notes)}")
+    print(f"wrote {write_card(args.model, args.report, args.corpus, args.notes, args.baseline)}")
     return 0
 
 
@@ -414,6 +414,7 @@ def _add_release(sub) -> None:
     p.add_argument("--report", required=True, help="`emo-rt eval` report folder (its report.json)")
     p.add_argument("--corpus", required=True, help="the corpus folder (`emo-rt synth-data`; its manifest.json)")
     p.add_argument("--notes", help="a Markdown file appended to the card (what was seen beyond the table)")
+    p.add_argument("--baseline", help="the previous model's eval report folder: its model row beside the new one")
     p.set_defaults(run=_model_card)
 
     p = sub.add_parser("train-evaluator", help="release step: train the face evaluator on a corpus's train split")

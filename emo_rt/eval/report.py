@@ -37,18 +37,20 @@ def _cell(key: str, value) -> str:
     return f"{value:.3f}"
 
 
-def _table(report: dict, columns) -> str:
+def _table(report: dict, columns, baseline: dict | None = None) -> str:
+    rows = [(title, report["rows"].get(key)) for key, title in ROWS]
+    if baseline is not None:  # the previous model's row, measured the same way
+        rows.insert(1, ("previous model", baseline["rows"]["model"]))
     lines = ["| row | " + " | ".join(title for _, title in columns) + " |", "| --- " * (len(columns) + 1) + "|"]
-    for key, title in ROWS:
-        values = report["rows"].get(key)
+    for title, values in rows:
         if values is not None and any(values.get(k) is not None for k, _ in columns):
             lines.append(f"| {title} | " + " | ".join(_cell(k, values.get(k)) for k, _ in columns) + " |")
     return "\n".join(lines)
 
 
-def table(report: dict) -> str:
-    """Two Markdown tables: sync and motion, then image and identity."""
-    return _table(report, MOTION) + "\n\n" + _table(report, IMAGE)
+def table(report: dict, baseline: dict | None = None) -> str:
+    """Two Markdown tables: sync and motion, then image and identity (with `baseline`'s model row)."""
+    return _table(report, MOTION, baseline) + "\n\n" + _table(report, IMAGE, baseline)
 
 
 def markdown(report: dict) -> str:

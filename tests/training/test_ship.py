@@ -66,7 +66,7 @@ def test_model_card_is_written_from_the_measurements(run_dir, tmp_path):
         "rows": {key: {"lip_r": r, "offset": 0, "brow_r": r / 2} for key, r in zip(("model", "oracle", "floor"),
                                                                                    (0.8, 0.95, 0.0))},
         "drift": {"first": 0.9, "last": 0.88, "frames": 1500},
-        "speed_control": None,
+        "speed_control": None, "timings": {"total_seconds": 900.0},
     }
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "report.json").write_text(json.dumps(report))
@@ -80,7 +80,16 @@ def test_model_card_is_written_from_the_measurements(run_dir, tmp_path):
     text = (out / "README.md").read_text()
     assert "| model | 0.800 | +0 | 0.400 |" in text  # the eval table, from report.json
     assert "| 3 | head speed" in text and "| 0.00 h |" in text  # 7.5 s of logged steps
-    assert "84% of the oracle" in text and "--drift-seconds 60" in text
+    assert "84% of the oracle" in text and "--drift-seconds 60" in text and "(15 min on" in text
+    assert "renders by default (its `render.json`) with ddim 40 steps" in text  # no render.json: the library's
     assert "train/val/test 2/1/1" in text
     assert card_main([str(out), "--report", str(tmp_path / "missing"), "--corpus", str(corpus)]) == 2
     assert (out / "README.md").read_text() == text  # a failed run leaves the card as it was
+    previous = dict(report, rows={**report["rows"], "model": {"lip_r": 0.5, "offset": 1, "brow_r": 0.1}})
+    (tmp_path / "previous").mkdir()
+    (tmp_path / "previous" / "report.json").write_text(json.dumps(previous))
+    assert card_main([str(out), "--report", str(tmp_path / "report"), "--corpus", str(corpus),
+                      "--baseline", str(tmp_path / "previous")]) == 0
+    lines = (out / "README.md").read_text().splitlines()
+    model_line = lines.index(next(line for line in lines if line.startswith("| model | 0.800")))
+    assert lines[model_line + 1].startswith("| previous model | 0.500 | +1 | 0.100 |")

@@ -45,62 +45,67 @@ def training_table(stages: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def card(model_dir: Path, report: dict, corpus: dict, notes: str = "") -> str:
+def card(model_dir: Path, report: dict, corpus: dict, notes: str = "", baseline: dict | None = None) -> str:
+    """The card's Markdown: what the model is, its corpus, training and evaluation (the eval report's
+    tables, with `baseline`'s model row beside it when given), and its limits."""
     config = _read_json(model_dir / "config.json", "model config")
     summary = _read_json(model_dir / "training.json", "training summary (written by ship)")
+    sections = [_header(model_dir, config), _corpus(corpus), _training(summary),
+                _evaluation(report, baseline), _limits(config)]
+    if notes.strip():
+        sections.append(notes.strip())
+    return "\n\n".join(sections) + "\n"
+
+
+def _header(model_dir: Path, config: dict) -> str:
+    from emo_rt.pipeline import model_render_settings
+
     size_mb = sum(f.stat().st_size for f in model_dir.rglob("*.safetensors")) / 2**20
+    r = config.get("resolution", "?")
+    render = model_render_settings(model_dir)
+    return (f"# emo-rt default model\n\nThe model `emo-rt render` uses when `--weights` is not given: the `tiny` "
+            f"preset ({r}x{r} frames, {config.get('fps', 25)} fps, {config.get('num_frames', '?')}-frame windows), fp16 "
+            f"safetensors, {size_mb:.1f} MB. Trained by us from random init with `training/recipes/tiny.yaml`; no "
+            f"outside weights or data. It renders by default (its `render.json`) with {render.scheduler} "
+            f"{render.steps} steps, cfg {render.cfg:g}, each window starting from the {render.start}.")
+
+
+def _corpus(corpus: dict) -> str:
     gen, splits = corpus["generator"], {k: len(v) for k, v in corpus["splits"].items()}
-    settings, data = report["settings"], report["data"]
-    model_row, oracle_row = report["rows"]["model"], report["rows"]["oracle"]
-    resolution = config.get("resolution", "?")
+    return (f"## Corpus\n\n`emo-rt synth-data corpus/synth --clips {gen['num_clips']} --seed {gen['seed']} --seconds "
+            f"{gen['seconds']:g}` ({gen['name']} v{gen['version']}, {gen['size']}px, {gen['fps']} fps, speech by "
+            f"{gen['speech_engine']}): {gen['num_clips']} synthetic talking-head clips of {len(corpus['identities'])} "
+            f"identities and {len(corpus['voices'])} voices, split by identity into train/val/test "
+            f"{splits.get('train', 0)}/{splits.get('val', 0)}/{splits.get('test', 0)}; `emo-rt preprocess corpus/synth "
+            "corpus/shards` (128x128). Only the train split is trained on.")
+
+
+def _training(summary: dict) -> str:
     run_dir = Path(summary.get("source", "runs/tiny/stage3/model")).parent.parent
-    if config.get("audio", {}).get("prosody"):
-        audio_limit = ("- The audio encoder is the tiny preset's wav2vec2 at its seeded random init, kept frozen: it "
-                       "carries loudness (the mouth follows it) but little pitch, so a weightless prosody row (F0 in "
-                       "semitones from the voiced median, voicing, loudness) is stacked beside it for the brows.")
-    else:
-        audio_limit = ("- The audio encoder is the tiny preset's wav2vec2 at its seeded random init, kept frozen: it "
-                       "carries loudness well (the mouth follows it) and pitch poorly (brow raise follows the voice less).")
-    lines = [
-        "# emo-rt default model",
-        "",
-        f"The model `emo-rt render` uses when `--weights` is not given: the `tiny` preset ({resolution}x{resolution} "
-        f"frames, {config.get('fps', 25)} fps, {config.get('num_frames', '?')}-frame windows), fp16 safetensors, "
-        f"{size_mb:.1f} MB. Trained by us from random init with `training/recipes/tiny.yaml`; no outside weights "
-        "or data.",
-        "",
-        "## Corpus",
-        "",
-        f"`emo-rt synth-data corpus/synth --clips {gen['num_clips']} --seed {gen['seed']} --seconds {gen['seconds']:g}` "
-        f"({gen['name']} v{gen['version']}, {gen['size']}px, {gen['fps']} fps, speech by {gen['speech_engine']}): "
-        f"{gen['num_clips']} synthetic talking-head clips of {len(corpus['identities'])} identities and "
-        f"{len(corpus['voices'])} voices, split by identity into train/val/test "
-        f"{splits.get('train', 0)}/{splits.get('val', 0)}/{splits.get('test', 0)}; "
-        "`emo-rt preprocess corpus/synth corpus/shards` (128x128). Only the train split is trained on.",
-        "",
-        "## Training",
-        "",
-        "Each stage ran as `OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 -m emo_rt.training.trainer "
-        f"--recipe training/recipes/tiny.yaml --stage K --data corpus/shards --out {run_dir} --resume` on the "
-        "project's 2-core CPU machine (AMD EPYC, AVX2, no GPU), shared with other work; training time is the sum of "
-        "the logged step times over every resumed run (start-up, previews and checkpoints not included).",
-        "",
-        training_table(summary["stages"]),
-        "",
-        "## Evaluation",
-        "",
-        f"`emo-rt eval --data corpus/shards --corpus corpus/synth --clips {len(data['clips'])} --steps "
-        f"{settings['steps']} --cfg {settings['cfg']:g}"
-        + (f" --drift-seconds {report['drift']['frames'] / data['fps']:.0f}" if report.get("drift") else "")
-        + f"` on held-out {data['split']} identities ({', '.join(data['clips'])}), {settings['scheduler']} "
-        f"{settings['steps']} steps, cfg {settings['cfg']:g}, seed {settings['seed']}:",
-        "",
-        table(report),
-        "",
-    ]
+    return ("## Training\n\nEach stage ran as `OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 -m "
+            f"emo_rt.training.trainer --recipe training/recipes/tiny.yaml --stage K --data corpus/shards --out {run_dir} "
+            "--resume` on the project's 2-core CPU machine (AMD EPYC, AVX2, no GPU), shared with other work; training "
+            "time is the sum of the logged step times over every resumed run (start-up, previews and checkpoints not "
+            "included).\n\n" + training_table(summary["stages"]))
+
+
+def _evaluation(report: dict, baseline: dict | None) -> str:
+    settings, data = report["settings"], report["data"]
+    drift = f" --drift-seconds {report['drift']['frames'] / data['fps']:.0f}" if report.get("drift") else ""
+    seconds = report["timings"]["total_seconds"]
+    lines = ["## Evaluation", "",
+             f"`emo-rt eval --data corpus/shards --corpus corpus/synth --clips {len(data['clips'])} --steps "
+             f"{settings['steps']} --cfg {settings['cfg']:g}{drift}` ({seconds / 60:.0f} min on the 2-core CPU box) on "
+             f"held-out {data['split']} identities ({', '.join(data['clips'])}), {settings['scheduler']} "
+             f"{settings['steps']} steps, cfg {settings['cfg']:g}, seed {settings['seed']}:", "",
+             table(report, baseline), ""]
+    model_row, oracle_row = report["rows"]["model"], report["rows"]["oracle"]
     if model_row.get("lip_r") is not None and oracle_row.get("lip_r"):
         lines.append(f"Lip-sync r is {100 * model_row['lip_r'] / oracle_row['lip_r']:.0f}% of the oracle's "
                      "(the evaluator reading the real test videos).")
+    if model_row.get("identity") is not None and oracle_row.get("identity"):
+        lines.append(f"Identity similarity is {100 * model_row['identity'] / oracle_row['identity']:.0f}% of the "
+                     "oracle's.")
     if report.get("speed_control"):
         sc = report["speed_control"]
         pairs = ", ".join(f"{a:g} -> {b:.3f}" for a, b in zip(sc["speeds"], sc["measured"]))
@@ -109,22 +114,22 @@ def card(model_dir: Path, report: dict, corpus: dict, notes: str = "") -> str:
         dr = report["drift"]
         lines.append(f"Drift: whole-frame SSIM to the reference {dr['first']:.3f} in the first window, "
                      f"{dr['last']:.3f} in the last, over {dr['frames'] / data['fps']:.0f} s.")
-    lines += [
-        "",
-        "## Limits",
-        "",
-        "- It has only seen our synthetic cartoon faces: real photographs are out of its distribution.",
-        audio_limit,
-        "- 128x128 output; for faces at photo quality train the `sd15` preset on real data.",
-        "",
-    ]
-    if notes.strip():
-        lines += [notes.strip(), ""]
     return "\n".join(lines)
 
 
+def _limits(config: dict) -> str:
+    audio = ("- The audio encoder is the tiny preset's wav2vec2 at its seeded random init, kept frozen: it carries "
+             "loudness (the mouth follows it) but little pitch"
+             + (", so a weightless prosody row (F0 in semitones from the voiced median, voicing, loudness) is "
+                "stacked beside it for the brows." if config.get("audio", {}).get("prosody") else "."))
+    return ("## Limits\n\n- It has only seen our synthetic cartoon faces: real photographs are out of its "
+            f"distribution.\n{audio}\n- 128x128 output; for faces at photo quality train the `sd15` preset on real data.")
+
+
 def write_card(model_dir: str | Path, report_dir: str | Path, corpus_dir: str | Path,
-               notes_path: str | Path | None = None) -> Path:
+               notes_path: str | Path | None = None, baseline_dir: str | Path | None = None) -> Path:
+    """README.md in `model_dir` from the eval report in `report_dir` (and `baseline_dir`'s, the
+    previous model's, as a row beside it)."""
     model_dir = Path(model_dir)
     notes = ""
     if notes_path is not None:
@@ -133,7 +138,8 @@ def write_card(model_dir: str | Path, report_dir: str | Path, corpus_dir: str | 
         notes = Path(notes_path).read_text()
     report = _read_json(Path(report_dir) / "report.json", "eval report")
     corpus = _read_json(Path(corpus_dir) / "manifest.json", "corpus manifest")
-    text = card(model_dir, report, corpus, notes)
+    baseline = _read_json(Path(baseline_dir) / "report.json", "baseline eval report") if baseline_dir else None
+    text = card(model_dir, report, corpus, notes, baseline)
     path = model_dir / "README.md"
     with atomic_output(path, "model card") as tmp:
         tmp.write_text(text)

@@ -22,9 +22,9 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -179,7 +179,7 @@ class AudioChunking:
     rate: int  # audio samples per second
 
     @classmethod
-    def of(cls, config: EmoConfig, chunk_seconds: float, context_seconds: float = 1.0) -> "AudioChunking":
+    def of(cls, config: EmoConfig, chunk_seconds: float, context_seconds: float = 1.0) -> AudioChunking:
         fps = config.fps
         return cls(max(1, int(chunk_seconds * fps)), int(context_seconds * fps), fps, config.audio.sample_rate)
 
@@ -209,7 +209,7 @@ class WholeAudio:
     """The window loop's audio when the file is all there: features for every frame at once
     (`EmoPipeline.audio_features`), computed when the first window asks."""
 
-    def __init__(self, pipeline: "EmoPipeline", waveform: np.ndarray, settings: RenderSettings, device):
+    def __init__(self, pipeline: EmoPipeline, waveform: np.ndarray, settings: RenderSettings, device):
         self.pipeline, self.waveform, self.settings, self.device = pipeline, waveform, settings, device
         self._span: FeatureSpan | None = None
 
@@ -231,7 +231,7 @@ class StreamedAudio:
     whole file. `frames` pulls pieces from `pieces` until the frames asked for have features; frames
     no later window needs are let go, so a long stream holds a few chunks."""
 
-    def __init__(self, pipeline: "EmoPipeline", pieces: Iterable[np.ndarray], settings: RenderSettings, device,
+    def __init__(self, pipeline: EmoPipeline, pieces: Iterable[np.ndarray], settings: RenderSettings, device,
                  sample_rate: int | None = None):
         config = pipeline.config
         self.pipeline, self.device = pipeline, device
@@ -317,7 +317,7 @@ class EmoPipeline:
     def from_pretrained(cls, model_dir: str | Path | None = None, dtype: torch.dtype = torch.float32,
                         device: str = "cpu", attention: str = "auto", backend: str = "torch",
                         engine_dir: str | Path | None = None,
-                        reference_cache: str | Path | None = None, cuda_graphs: bool = False) -> "EmoPipeline":
+                        reference_cache: str | Path | None = None, cuda_graphs: bool = False) -> EmoPipeline:
         """The pipeline on `backend` (emo_rt.runtime.backends.BACKENDS): torch runs the model on
         `device` with `attention`; onnxruntime / tensorrt run the engines in `engine_dir`, built for
         this model by `emo-rt build-engines` (fp32 or fp16 by `dtype`; refused when stale).

@@ -269,7 +269,8 @@ class JobQueue:
                 job.windows.append([jpeg(frame) for frame in frames])
                 if job.first_frames is None:
                     job.first_frames = time.monotonic()
-                    job.reference = {"computed": "computed"}.get(self.pipeline.reference_cache.last_source, "cached")
+                    computed = self.pipeline.reference_cache.last_source == "computed"
+                    job.reference = "computed" if computed else "cached"
                 job.frames_done += len(frames)
                 job.changed()
                 if job.cancel_reason is not None:

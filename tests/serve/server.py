@@ -72,7 +72,7 @@ class ServerProcess:
             self.process.kill()
             raise
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:

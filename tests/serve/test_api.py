@@ -27,7 +27,7 @@ MAX_SECONDS, MAX_UPLOAD_MB = 3.0, 1.0
 
 
 def wav_bytes(seconds: float, rate: int = 16000, channels: int = 1, seed: int = 0) -> bytes:
-    t = np.arange(int(round(seconds * rate))) / rate
+    t = np.arange(round(seconds * rate)) / rate
     wave = 0.3 * (np.sin(2 * np.pi * 3 * t) > 0) * np.sin(2 * np.pi * (150 + 20 * seed) * t)
     buffer = io.BytesIO()
     sf.write(buffer, np.stack([wave] * channels, 1) if channels > 1 else wave.astype(np.float32), rate, format="WAV")
@@ -69,6 +69,7 @@ def test_eight_concurrent_renders_all_come_back_right(server, face_png, tmp_path
     face = png_bytes(face_png)
     warm = render(server, face, wav_bytes(0.5))
     assert warm.status_code == 200, warm.text
+    assert warm.headers["x-emo-rt-reference"] == "computed"
     frames = [13 + 3 * k for k in range(8)]  # 0.52..1.36 s: 2 to 6 windows
     seconds = [n / 25 for n in frames]
     rss = [server.rss_mb()]
@@ -82,6 +83,7 @@ def test_eight_concurrent_renders_all_come_back_right(server, face_png, tmp_path
             assert answer.status_code == 200, answer.text
             assert answer.headers["content-type"] == "video/mp4"
             assert int(answer.headers["x-emo-rt-frames"]) == frames[k]
+            assert answer.headers["x-emo-rt-reference"] == "cached"  # one portrait: its features computed once
             check_mp4(answer.content, seconds[k], tmp_path, f"{round_}-{k}.mp4")
         waited = sorted(float(a.headers["x-emo-rt-seconds-waiting"]) for a in answers)
         assert waited[-1] > 0  # they queued: one render at a time

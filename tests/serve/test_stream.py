@@ -17,7 +17,7 @@ SETTINGS = RenderSettings(steps=2, cfg=2.0, seed=3, audio_chunk_seconds=1.0)
 
 def gliding_speech(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
     """Syllables at 3 Hz whose pitch glides 120 -> 260 Hz: every 1 s chunk has its own voiced median."""
-    t = np.arange(int(round(seconds * rate))) / rate
+    t = np.arange(round(seconds * rate)) / rate
     pitch = 120 + 140 * t / seconds
     wave = 0.3 * (np.sin(2 * np.pi * 3 * t) > 0) * np.sin(2 * np.pi * np.cumsum(pitch) / rate)
     wave = wave.astype(np.float32)

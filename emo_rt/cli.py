@@ -75,13 +75,6 @@ def _check_output_dir(path: str, what: str) -> None:
     check_output_dir(path, what)
 
 
-def _render_settings(args, **more):
-    from emo_rt.pipeline import RenderSettings
-
-    return RenderSettings(scheduler=args.scheduler, steps=args.steps, cfg=args.cfg, start=args.start, seed=args.seed,
-                          **more)
-
-
 def _torch(threads: int | None):
     import torch
 
@@ -171,12 +164,17 @@ def _eval(args) -> int:
     from emo_rt.eval import EvalSettings, run_eval
     from emo_rt.eval.report import table
 
+    from emo_rt.pipeline import default_model_dir, model_render_settings, with_overrides
+
     _torch(args.threads)
-    settings = EvalSettings(render=_render_settings(args), clips=args.clips, clip_seconds=args.clip_seconds,
+    weights = args.weights if args.weights is not None else default_model_dir()
+    render = with_overrides(model_render_settings(weights), scheduler=args.scheduler, steps=args.steps, cfg=args.cfg,
+                            start=args.start, seed=args.seed)
+    settings = EvalSettings(render=render, clips=args.clips, clip_seconds=args.clip_seconds,
                             split=args.split, reference_frame=args.reference_frame,
                             drift_seconds=args.drift_seconds, speeds=args.speeds, speed_seconds=args.speed_seconds)
     started = time.perf_counter()
-    report, paths = run_eval(args.data, args.corpus, args.out, args.weights, settings, backend=args.backend,
+    report, paths = run_eval(args.data, args.corpus, args.out, weights, settings, backend=args.backend,
                              engines=args.engines, evaluator_dir=args.evaluator, progress=not args.quiet)
     print(table(report))
     print(f"wrote {paths['json']}, {paths['md'].name}, {paths['png'].name} in {time.perf_counter() - started:.1f} s "
@@ -246,14 +244,15 @@ def _serve(args) -> int:
 
 
 # ---- the parser -------------------------------------------------------------------------------
-def _add_render_options(p, defaults: str, steps=None, cfg=None, scheduler=None, start=None) -> None:
-    """How a video is rendered (RenderSettings): shared by render (defaults: the model's render.json)
-    and eval (fixed defaults)."""
-    p.add_argument("--scheduler", default=scheduler, choices=a.SCHEDULER_NAMES, help=f"sampler (default: {defaults})")
-    p.add_argument("--steps", type=a.STEPS, default=steps, help=f"denoising steps per window, 1-1000 (default: {defaults})")
-    p.add_argument("--cfg", type=a.CFG, default=cfg,
+def _add_render_options(p) -> None:
+    """How a video is rendered (RenderSettings), shared by render and eval: a flag left out takes the
+    model's own value from its render.json."""
+    defaults = "the model's own, from its render.json"
+    p.add_argument("--scheduler", choices=a.SCHEDULER_NAMES, help=f"sampler (default: {defaults})")
+    p.add_argument("--steps", type=a.STEPS, help=f"denoising steps per window, 1-1000 (default: {defaults})")
+    p.add_argument("--cfg", type=a.CFG,
                    help=f"guidance scale on reference + audio, 0-30; 1 disables it (default: {defaults})")
-    p.add_argument("--start", default=start, choices=["reference", "noise"],
+    p.add_argument("--start", choices=["reference", "noise"],
                    help="each window's first latents: the reference's latents noised to the first timestep, "
                         f"or pure noise (default: {defaults})")
     p.add_argument("--seed", type=a.SEED, default=0)
@@ -265,7 +264,7 @@ def _add_render(sub) -> None:
     p.add_argument("audio", help="speech or song (wav/flac/mp3/m4a/ogg)")
     p.add_argument("-o", "--output", default="out.mp4", help="output mp4 (default: out.mp4)")
     p.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
-    _add_render_options(p, "the model's own, from its render.json")
+    _add_render_options(p)
     p.add_argument("--speed", type=a.speed, help="head speed in deg/frame (0-10), or a file of per-second values")
     p.add_argument("--fps", type=a.integer(1, 1000), help="must match the weights (25 for all presets)")
     p.add_argument("--resolution", type=a.integer(8, 8192), help="must match the weights")
@@ -366,7 +365,7 @@ def _add_measuring(sub) -> None:
     p.add_argument("--clips", type=a.integer(1, 100_000), default=2, help="clips rendered (default 2)")
     p.add_argument("--clip-seconds", type=a.number(0.0, None, above=True),
                    help="cut each clip to this many seconds (default: whole clips)")
-    _add_render_options(p, "ddim, 8, 1, reference", steps=8, cfg=1.0, scheduler="ddim", start="reference")
+    _add_render_options(p)
     p.add_argument("--reference-frame", type=a.integer(0), default=0, help="the clip frame used as the reference")
     p.add_argument("--drift-seconds", type=a.number(0.0, 3600.0), default=10.0,
                    help="length of the drift render of concatenated test audio (default 10; 0 skips it)")

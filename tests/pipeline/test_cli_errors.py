@@ -113,5 +113,6 @@ def test_silent_audio_renders_with_a_warning(files, model_dir, capsys):
 
 def test_no_default_model_says_how_to_pass_weights(files, capsys, monkeypatch):
     monkeypatch.setattr("emo_rt.pipeline.DEFAULT_MODEL_DIR", files["tmp"] / "no-model")  # an install without it
+    files["out"].parent.mkdir()
     code, err = run_cli(["render", str(files["image"]), str(files["audio"]), "-o", str(files["out"])], capsys)
     assert code == 2 and "--weights" in err[0]

@@ -343,7 +343,8 @@ def _add_data_and_training(sub) -> None:
     p = sub.add_parser("train", help="one stage (0-4) of a training recipe; resumable; DDP under torchrun")
     p.add_argument("--recipe", required=True, help="training/recipes/<name>.yaml, or a shipped recipe's name")
     p.add_argument("--stage", required=True, type=int, choices=(0, 1, 2, 3, 4))
-    p.add_argument("--data", required=True, help="preprocessed shards (emo-rt preprocess OUT)")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="preprocessed shards (emo-rt preprocess OUT); several folders are trained on together")
     p.add_argument("--out", required=True, help="run directory shared by the stages")
     p.add_argument("--resume", action="store_true", help="continue from the stage's latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

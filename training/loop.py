@@ -19,6 +19,7 @@ from emo_rt.io.files import atomic_directory, write_json_atomic
 from emo_rt.io.shards import ShardIndex
 from emo_rt.models import EmoModel
 from emo_rt.models.migration import set_scaling_factor
+from emo_rt.models.vae import encode_unscaled
 from emo_rt.pipeline import write_model_render_settings
 from emo_rt.runtime.progress import progress_bar
 from emo_rt.training import checkpoint as ckpt
@@ -32,6 +33,7 @@ from emo_rt.training.stage_data import (
     BatchKeys,
     KeyedSamples,
     SampleStream,
+    ShardSource,
     audio_cache_dir,
     collate,
     is_complete,
@@ -93,22 +95,26 @@ class Trainer:
 
     # ---- set-up ----------------------------------------------------------------------------------
     def samples(self, model: EmoModel, stage: Stage) -> tuple[KeyedSamples, dict]:
-        """The stage's training samples (caches written first) and a fixed preview batch."""
+        """The stage's training samples over every --data folder (caches written first) and a fixed
+        preview batch."""
         p = self.plan
-        index = ShardIndex(p.data_dir)
-        if index.resolution != model.config.resolution:
-            raise TrainingError(f"{p.data_dir} holds {index.resolution}px frames, the model needs "
-                                f"{model.config.resolution}px: preprocess at --resolution {model.config.resolution}")
-        latents = latent_cache_dir(p.data_dir, model) if p.stage >= 1 else None
-        audio = audio_cache_dir(p.data_dir, model) if p.stage >= 2 else None
-        self._write_caches(index, model, latents, audio)
+        sources = []
+        for data_dir in p.data_dirs:
+            index = ShardIndex(data_dir)
+            if index.resolution != model.config.resolution:
+                raise TrainingError(f"{data_dir} holds {index.resolution}px frames, the model needs "
+                                    f"{model.config.resolution}px: preprocess at --resolution {model.config.resolution}")
+            source = ShardSource(index, latent_cache_dir(data_dir, model) if p.stage >= 1 else None,
+                                 audio_cache_dir(data_dir, model) if p.stage >= 2 else None)
+            self._write_caches(source)
+            sources.append(source)
         context = getattr(stage, "context", 0)  # clip stages: the audio/speed context frames
-        return stage_samples(index, model, p.stage, self.recipe, stage.draw, context, latents, audio)
+        return stage_samples(sources, model, p.stage, self.recipe, stage.draw, context)
 
-    def _write_caches(self, index: ShardIndex, model: EmoModel, latents: Path | None, audio: Path | None) -> None:
+    def _write_caches(self, source: ShardSource) -> None:
         """Every rank encodes its share of the clips (rank r: clips r, r+W, ...); rank 0 marks the
         caches complete once all have finished."""
-        dist = self.dist
+        dist, model, index, latents, audio = self.dist, self.model, source.index, source.latents, source.audio
         todo = [d for d in (latents, audio) if d is not None and not is_complete(d)]
         if not todo:
             return
@@ -230,5 +236,5 @@ class Trainer:
         latents = []
         for i in range(0, count, 32):
             images = torch.stack([frames[(k % len(frames), k)]["target"] for k in range(i, min(count, i + 32))])
-            latents.append(stage.model.vae.encode(images.to(self.dist.device)).latent_dist.mode().float().flatten())
+            latents.append(encode_unscaled(stage.model.vae, images.to(self.dist.device))[0].float().flatten())
         return float(torch.cat(latents).std())

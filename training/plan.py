@@ -63,21 +63,25 @@ class Plan:
 
     recipe: Recipe
     stage: int
-    data_dir: Path
+    data_dirs: tuple[Path, ...]  # shard folders (`emo-rt preprocess`), trained on together
     out_dir: Path
     paths: StagePaths
     start_model: Path | None  # the previous stage's output (None: build from the preset)
     checkpoint: Path | None  # resume from here
 
 
-def plan(recipe_path: str | Path, stage: int, data_dir: str | Path, out_dir: str | Path, resume: bool) -> Plan:
+def plan(recipe_path: str | Path, stage: int, data_dirs, out_dir: str | Path, resume: bool) -> Plan:
     """All checks that can fail before any work, each a one-line EmoError."""
     recipe = load_recipe(recipe_path)
     if stage not in STAGES:
         raise TrainingError(f"--stage must be one of {', '.join(map(str, STAGES))}, got {stage}")
     _check_stage_section(recipe, stage)
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    _check_data(data_dir)
+    data_dirs = tuple(Path(d) for d in ([data_dirs] if isinstance(data_dirs, (str, Path)) else data_dirs))
+    out_dir = Path(out_dir)
+    if not data_dirs:
+        raise TrainingError("--data: give at least one shard folder")
+    for data_dir in data_dirs:
+        _check_data(data_dir)
     _check_imports(recipe, stage)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     batch = recipe.stage(stage).batch_size
@@ -85,7 +89,7 @@ def plan(recipe_path: str | Path, stage: int, data_dir: str | Path, out_dir: str
         raise TrainingError(f"stage{stage}.batch_size {batch} does not split evenly over {world} "
                             "processes: the recipe's batch size is the global batch")
     paths = stage_paths(out_dir, stage)
-    return Plan(recipe, stage, data_dir, out_dir, paths, _start_model(recipe, stage, out_dir),
+    return Plan(recipe, stage, data_dirs, out_dir, paths, _start_model(recipe, stage, out_dir),
                 _checkpoint(recipe, stage, paths, resume))
 
 

@@ -149,29 +149,59 @@ def _mark_complete(directory: Path) -> None:
 PREVIEW_SAMPLES = {0: 8, 1: 4, 2: 2, 3: 2, 4: 2}
 
 
-def stage_samples(index: ShardIndex, model: EmoModel, stage: int, recipe, draw: Draw,
-                  context: int, latents: Path | None, audio: Path | None) -> tuple[KeyedSamples, dict]:
-    """The training samples of stage `stage` (caches already written) and a fixed preview batch
-    (from the val split when it has clips, else from train)."""
+@dataclass(frozen=True)
+class ShardSource:
+    """One --data folder: its shards and the caches a stage reads from it (None: not used)."""
+
+    index: ShardIndex
+    latents: Path | None = None
+    audio: Path | None = None
+
+
+class ConcatSets(Dataset):
+    """Several datasets as one, items numbered in order; set_epoch reaches each."""
+
+    def __init__(self, parts: list[Dataset]):
+        self.parts = parts
+        self.starts = np.cumsum([0] + [len(p) for p in parts])
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.parts:
+            part.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        k = int(np.searchsorted(self.starts, item, side="right")) - 1
+        return self.parts[k][item - int(self.starts[k])]
+
+
+def stage_samples(sources: list[ShardSource], model: EmoModel, stage: int, recipe, draw: Draw,
+                  context: int) -> tuple[KeyedSamples, dict]:
+    """The training samples of stage `stage` over every source's train split (caches already
+    written) and a fixed preview batch (from the first source's val split when it has clips, else
+    from its train split)."""
     from emo_rt.training.recipe import TrainingError
 
     config, seed, section = model.config, recipe.seed, recipe.stage(stage)
 
-    def make(split: str) -> Dataset:
+    def make(source: ShardSource, split: str) -> Dataset:
         if stage <= 1:
-            return datasets.FramePairDataset(index, split, seed=seed, latent_cache=latents)
-        return datasets.ClipWindowDataset(index, split, config.num_frames, config.num_motion_frames, context,
-                                          section.zero_motion_prob, seed=seed, latent_cache=latents,
-                                          audio_feature_cache=audio)
+            return datasets.FramePairDataset(source.index, split, seed=seed, latent_cache=source.latents)
+        return datasets.ClipWindowDataset(source.index, split, config.num_frames, config.num_motion_frames, context,
+                                          section.zero_motion_prob, seed=seed, latent_cache=source.latents,
+                                          audio_feature_cache=source.audio)
 
     try:
-        train_set = make("train")
+        parts = [make(source, "train") for source in sources]
     except ValueError as err:  # no usable clips
         raise TrainingError(str(err)) from None
+    train_set = parts[0] if len(parts) == 1 else ConcatSets(parts)
     try:
-        preview_set = make("val")
+        preview_set = make(sources[0], "val")
     except ValueError:
-        preview_set = train_set
+        preview_set = parts[0]
     samples = KeyedSamples(train_set, seed, stage, draw)
     preview = KeyedSamples(preview_set, seed, 10 + stage, draw)
     keys = [(i % len(preview), i) for i in range(PREVIEW_SAMPLES[stage])]

@@ -1,6 +1,6 @@
 """`emo-rt train`: one stage of a recipe, resumable, DDP under torchrun.
 
-`train(recipe_path, stage, data_dir, out_dir, resume)` checks everything it needs first (plan.py:
+`train(recipe_path, stage, data_dirs, out_dir, resume)` checks everything it needs first (plan.py:
 recipe, data, the previous stage's model, existing checkpoints) and fails with one `EmoError` line
 before any work; then it trains (loop.py) and returns the stage's output model directory.
 
@@ -19,10 +19,10 @@ from emo_rt.training.loop import Trainer
 from emo_rt.training.plan import plan
 
 
-def train(recipe_path: str | Path, stage: int, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
+def train(recipe_path: str | Path, stage: int, data_dirs, out_dir: str | Path, resume: bool = False,
           progress: bool = True) -> Path:
-    """Train one stage; returns its output model directory (OUT/stage{k}/model)."""
-    checked = plan(recipe_path, stage, data_dir, out_dir, resume)
+    """Train one stage on one or more shard folders; returns its output model directory (OUT/stage{k}/model)."""
+    checked = plan(recipe_path, stage, data_dirs, out_dir, resume)
     dist = Distributed.from_env()
     try:
         return Trainer(checked, dist, progress).run()

@@ -253,3 +253,23 @@ def test_emo_rt_train_subcommand_checks_before_work(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"emo-rt: error: data directory {tmp_path / 'nowhere'} not found"]
     assert not (tmp_path / "run").exists()
+
+
+def test_two_data_folders_train_together(tmp_path, toy, new_run):
+    """--data A B: one sample stream over both folders' train clips, each folder with its own caches."""
+    from tests.training.toy_data import write_toy_shards
+
+    other = write_toy_shards(tmp_path / "other", num_clips=3, num_frames=12, resolution=64, seed=7)
+    run = new_run(tmp_path / "run")
+    checked = plan(toy["recipe"], 1, [toy["data"], other], run, resume=False)
+    assert checked.data_dirs == (Path(toy["data"]), other)
+    trainer = Trainer(checked, Distributed.from_env(), progress=False)
+    trainer.model = EmoModel.from_pretrained(checked.start_model)
+    stage = build_stage(1, trainer.model, checked.recipe)
+    samples, _ = trainer.samples(trainer.model, stage)
+    assert len(samples) == 4 + 3  # the toy folder's 4 train clips, then the other's 3
+    assert [p.name for p in (other / "cache").iterdir()] and (Path(toy["data"]) / "cache").is_dir()
+    last = samples[(len(samples) - 1, 0)]  # an item of the second folder, read through its own cache
+    first = samples[(0, 0)]
+    assert last["target_latents"].shape == first["target_latents"].shape
+    assert not torch.equal(last["target_latents"], first["target_latents"])

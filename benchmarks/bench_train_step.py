@@ -30,7 +30,7 @@ RECIPE = Path(__file__).resolve().parents[1] / "training" / "recipes" / "tiny.ya
 def fake_batch(stage, model: EmoModel, batch_size: int) -> dict[str, torch.Tensor]:
     """A batch with the datasets' keys and shapes (a face box in the mask) plus the stage's draws."""
     c = model.config
-    r, h = c.resolution, c.latent_size
+    r, h, lc = c.resolution, c.latent_size, c.vae.latent_channels
     mask = torch.zeros(1, r, r)
     mask[:, r // 5: r - r // 8, r // 4: r - r // 4] = 1
     samples = []
@@ -39,11 +39,11 @@ def fake_batch(stage, model: EmoModel, batch_size: int) -> dict[str, torch.Tenso
         if stage.number == 0:
             sample["target"] = torch.rand(3, r, r) * 2 - 1
         elif stage.number == 1:
-            sample.update(reference_latents=torch.randn(4, h, h), target_latents=torch.randn(4, h, h))
+            sample.update(reference_latents=torch.randn(lc, h, h), target_latents=torch.randn(lc, h, h))
         else:
             span = c.num_motion_frames + c.num_frames + 2 * stage.context
-            sample.update(reference_latents=torch.randn(4, h, h),
-                          frame_latents=torch.randn(c.num_motion_frames + c.num_frames, 4, h, h),
+            sample.update(reference_latents=torch.randn(lc, h, h),
+                          frame_latents=torch.randn(c.num_motion_frames + c.num_frames, lc, h, h),
                           audio_features=torch.randn(span, c.audio.num_feature_rows, c.audio.hidden_size),
                           head_speed=torch.rand(span) * 2, zero_motion=torch.tensor(False))
         sample.update(stage.draw(torch.Generator().manual_seed(i)))

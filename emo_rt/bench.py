@@ -135,10 +135,11 @@ class ComponentProbe:
         f, n, h, r = config.num_frames, config.num_motion_frames, config.latent_size, config.resolution
         g = torch.Generator().manual_seed(seed)
         self.waveform = torch.randn(1, config.audio.sample_rate, generator=g) * 0.1  # 1 s of audio
-        self.latents = torch.randn(1, 4, h, h, generator=g)
-        self.motion_latents = torch.randn(1, n, 4, h, h, generator=g)
-        self.window_latents = torch.randn(f, 4, h, h, generator=g)
-        self.noisy = torch.randn(1, 4, f, h, h, generator=g)
+        c = config.vae.latent_channels
+        self.latents = torch.randn(1, c, h, h, generator=g)
+        self.motion_latents = torch.randn(1, n, c, h, h, generator=g)
+        self.window_latents = torch.randn(f, c, h, h, generator=g)
+        self.noisy = torch.randn(1, c, f, h, h, generator=g)
         self.timestep = torch.tensor([500])
         reference = components.reference_features(self.latents)
         motion = components.motion_features(self.motion_latents)

@@ -120,19 +120,42 @@ class FaceLocatorConfig:
     channels: tuple[int, ...] = (16, 32, 96, 256)  # one stride-2 step between consecutive entries
 
 
+VAE_KINDS = ("kl", "shuffle")
+
+
 @dataclass(frozen=True)
 class VAEConfig:
-    """diffusers AutoencoderKL arguments."""
+    """The autoencoder. `kind` "kl": diffusers' AutoencoderKL (SD's VAE shape: block_out_channels per
+    level, layers_per_block resnets each, GroupNorm groups norm_num_groups). "shuffle":
+    ShuffleAutoencoder (models/shuffle_autoencoder.py: encoder levels block_out_channels with
+    encoder_blocks blocks each; decoder levels decoder_channels with decoder_blocks each, reaching full
+    resolution by sub-pixel convolution; image_skip: the first 3 latent channels are the image
+    averaged over each latent cell, and the decoder adds their bilinear upsampling)."""
 
+    kind: str = "kl"
     block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
-    layers_per_block: int = 2
+    layers_per_block: int = 2  # kl
     latent_channels: int = 4
-    norm_num_groups: int = 32
+    norm_num_groups: int = 32  # kl
     scaling_factor: float = 0.18215
+    encoder_blocks: tuple[int, ...] = ()  # shuffle: one count per encoder level
+    decoder_channels: tuple[int, ...] = ()  # shuffle: one width per decoder level, lowest resolution first
+    decoder_blocks: tuple[int, ...] = ()  # shuffle: one count per decoder level
+    image_skip: bool = False  # shuffle: the first 3 latent channels are the cell-averaged image
+
+    def __post_init__(self) -> None:
+        if self.kind not in VAE_KINDS:
+            raise ValueError(f"vae.kind must be one of {', '.join(VAE_KINDS)}, got {self.kind!r}")
+        levels = len(self.block_out_channels)
+        if self.kind == "shuffle" and not (
+                len(self.encoder_blocks) == len(self.decoder_channels) == len(self.decoder_blocks) == levels):
+            raise ValueError(f"vae: a shuffle autoencoder needs {levels} encoder_blocks, decoder_channels and "
+                             "decoder_blocks (one per level of block_out_channels)")
 
     @property
     def downsample_factor(self) -> int:
-        return 2 ** (len(self.block_out_channels) - 1)
+        # kl: a stride-2 step between levels; shuffle: PixelUnshuffle(2) first, then one per level
+        return 2 ** (len(self.block_out_channels) - (1 if self.kind == "kl" else 0))
 
 
 @dataclass(frozen=True)
@@ -157,6 +180,9 @@ class EmoConfig:
                              f"{factor * self.unet.downsample_factor}")
         if 2 ** (len(self.face_locator.channels) - 1) != factor:
             raise ValueError("face_locator must downsample by the VAE's factor")
+        if not self.unet.in_channels == self.unet.out_channels == self.vae.latent_channels:
+            raise ValueError(f"unet in/out channels ({self.unet.in_channels}, {self.unet.out_channels}) must be "
+                             f"the autoencoder's latent channels ({self.vae.latent_channels})")
         if self.num_frames + self.num_motion_frames > self.temporal.max_positions:
             raise ValueError("num_frames + num_motion_frames exceeds temporal.max_positions")
 
@@ -171,9 +197,10 @@ class EmoConfig:
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "EmoConfig":
         """Strict: every key present (a model directory's config.json is written whole), none unknown;
-        a problem is one WeightsError line naming `source` and the key."""
+        a problem is one WeightsError line naming `source` and the key. Keys added since older model
+        directories were written are migrated explicitly (`MIGRATIONS`), never defaulted silently."""
         try:
-            return parse(cls, data, require_all=True)
+            return parse(cls, migrate(data), require_all=True)
         except ParseError as err:
             raise WeightsError(f"{source}: {err}") from None
 
@@ -194,16 +221,38 @@ class EmoConfig:
         return cls.from_dict(data, str(path))
 
 
+# Keys added to EmoConfig after model directories without them were shipped: (section, key, the value
+# those directories were built with). A config lacking any other key is refused by name.
+MIGRATIONS = (
+    ("vae", "kind", "kl"),
+    ("vae", "encoder_blocks", []),
+    ("vae", "decoder_channels", []),
+    ("vae", "decoder_blocks", []),
+    ("vae", "image_skip", False),
+)
+
+
+def migrate(data: dict) -> dict:
+    """`data` (config.json as read) with the keys of `MIGRATIONS` it predates filled in."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()} if isinstance(data, dict) else data
+    for section, key, value in MIGRATIONS:
+        if isinstance(out, dict) and isinstance(out.get(section), dict) and key not in out[section]:
+            out[section][key] = value
+    return out
+
+
 def sd15() -> EmoConfig:
     """Real scale: SD1.5 UNet, AnimateDiff v2 motion modules, wav2vec2-base, 512x512, f=12, n=4."""
     return EmoConfig()
 
 
 def tiny() -> EmoConfig:
-    """CPU scale: 128x128 frames -> 16x16 latents, attention at the two lowest resolutions."""
+    """CPU scale: 128x128 frames -> 16x16x16 latents; reference attention at every resolution (as
+    EMO: the reference is copied where the latents are finest); the sub-pixel autoencoder."""
     return EmoConfig(
-        unet=UNetConfig(block_out_channels=(32, 64, 128), attention_levels=(False, True, True),
-                        layers_per_block=1, num_attention_heads=4, norm_num_groups=8),
+        unet=UNetConfig(in_channels=16, out_channels=16, block_out_channels=(32, 64, 128),
+                        attention_levels=(True, True, True), layers_per_block=1, num_attention_heads=4,
+                        norm_num_groups=8),
         temporal=TemporalConfig(num_attention_heads=4, norm_num_groups=8, max_positions=24),
         audio=AudioConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                           intermediate_size=128, conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
@@ -211,10 +260,13 @@ def tiny() -> EmoConfig:
                           projector_hidden=128, num_tokens=4, token_dim=64),
         speed=SpeedConfig(hidden=64, num_tokens=2, token_dim=64),  # 2: attention over 1 token ignores the query
         face_locator=FaceLocatorConfig(channels=(8, 16, 32, 64)),
-        # 16 channels at full resolution: decoding is most of a CPU render (96 vs 226 ms per frame
-        # for (32, 64, 64, 64), one thread)
-        vae=VAEConfig(block_out_channels=(16, 32, 64, 64), layers_per_block=1, norm_num_groups=8,
-                      scaling_factor=1.0),
+        # the decoder works at 16-64 px and reaches 128 px by PixelShuffle: 0.52 GFLOP per frame, where
+        # convolving at full resolution cost 1.96 (AutoencoderKL (16, 32, 64, 64)); 16 latent channels,
+        # the first 3 the image averaged over each 8x8 cell (image_skip: colour passes exactly). Chosen
+        # by the study in lab/ae_design (held-out round trip 34.6 dB vs 21.6 for the first model's VAE)
+        vae=VAEConfig(kind="shuffle", block_out_channels=(32, 64, 128), encoder_blocks=(1, 1, 2),
+                      decoder_channels=(128, 64, 32), decoder_blocks=(1, 1, 0), latent_channels=16,
+                      image_skip=True, scaling_factor=1.0),
         resolution=128,
         num_frames=8,
         num_motion_frames=4,

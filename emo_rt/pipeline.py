@@ -366,7 +366,7 @@ class EmoPipeline:
 
     def compute_reference(self, reference: Reference) -> dict[str, object]:
         pixels = torch.from_numpy(reference.pixels).permute(2, 0, 1)[None].float() / 127.5 - 1
-        latents = self.components.encode_images(pixels)  # (1, 4, h, w)
+        latents = self.components.encode_images(pixels)  # (1, C, h, w)
         mask = torch.from_numpy(reference.mask)[None]  # (1, 1, R, R); components move it to their device
         return {"latents": latents,
                 "features": self.components.reference_features(latents),
@@ -419,7 +419,7 @@ class EmoPipeline:
 
     def denoised_windows(self, reference: Reference, waveform: np.ndarray, settings: RenderSettings,
                          progress=None, cancelled=lambda: False) -> Iterator[torch.Tensor]:
-        """Steps 1-3a of a whole file: the final latents (k, 4, h, w) of each window's k kept frames,
+        """Steps 1-3a of a whole file: the final latents (k, C, h, w) of each window's k kept frames,
         in order. Stops early when `cancelled()` turns true (checked every denoising step)."""
         device = getattr(self.components, "device", torch.device("cpu"))
         yield from self.window_latents(reference, WholeAudio(self, waveform, settings, device), settings,
@@ -427,19 +427,19 @@ class EmoPipeline:
 
     def window_latents(self, reference: Reference, audio: WholeAudio | StreamedAudio, settings: RenderSettings,
                        progress=None, cancelled: Callable[[], bool] = lambda: False) -> Iterator[torch.Tensor]:
-        """The window loop of every render: the final latents (k, 4, h, w) of each window's k kept
+        """The window loop of every render: the final latents (k, C, h, w) of each window's k kept
         frames, in order. `audio.frames` gives a window the features of its frames and their +/- m
         context frames (blocking until a stream's audio holds them); the loop ends after the window
         that holds the file's last frame, or when `cancelled()` turns true (checked every step)."""
         config, comp = self.config, self.components
-        f, n, h = config.num_frames, config.num_motion_frames, config.latent_size
+        f, n, h, c = config.num_frames, config.num_motion_frames, config.latent_size, config.vae.latent_channels
         m = max(config.audio.context_frames, config.speed.context_frames)
         ref = self.prepare(reference)
         guided = settings.cfg != 1.0
         scheduler = make_scheduler(settings.scheduler, self.schedule)
         generator = torch.Generator().manual_seed(settings.seed)  # on CPU: same noise on every device
         device = getattr(comp, "device", torch.device("cpu"))
-        motion_latents = torch.zeros(1, 4, n, h, h, device=device)  # first window: zero maps
+        motion_latents = torch.zeros(1, c, n, h, h, device=device)  # first window: zero maps
         ref_features, face_latents = ref["features"], ref["face_latents"]
         null_ref = null_reference_features(ref_features) if guided else None
         if guided and settings.batch_guidance:  # (conditional, unconditional) as one batch, built once
@@ -460,7 +460,7 @@ class EmoPipeline:
                         speed.expand(2, -1, -1, -1), pair_face)
                 uncond = None
             scheduler.set_timesteps(settings.steps)
-            z = first_latents(scheduler, torch.randn(1, 4, f, h, h, generator=generator).to(device),
+            z = first_latents(scheduler, torch.randn(1, c, f, h, h, generator=generator).to(device),
                               ref["latents"] if settings.start == "reference" else None)
             for t in scheduler.timesteps:
                 if cancelled():
@@ -475,7 +475,7 @@ class EmoPipeline:
 
     def predict(self, z_in: torch.Tensor, t: torch.Tensor, cond: tuple, uncond: tuple | None,
                 cfg: float) -> torch.Tensor:
-        """The guided noise prediction (1, 4, f, h, w). `cond` holding a batch of 2 (the pair) is
+        """The guided noise prediction (1, C, f, h, w). `cond` holding a batch of 2 (the pair) is
         one Backbone pass; with `uncond` given, the two halves are two passes."""
         batch = cond[0][0].shape[0]  # of the reference features
         pred = self.components.denoise(z_in.expand(batch, -1, -1, -1, -1), t.reshape(1).expand(batch), *cond).float()
@@ -487,7 +487,7 @@ class EmoPipeline:
         return pred
 
     def decode_window(self, latents: torch.Tensor, progress=None) -> np.ndarray:
-        """Step 3b: (k, 4, h, w) final latents -> uint8 frames (k, R, R, 3)."""
+        """Step 3b: (k, C, h, w) final latents -> uint8 frames (k, R, R, 3)."""
         images = self.components.decode_latents(latents).float()
         frames = ((images.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         if progress is not None:
@@ -496,7 +496,7 @@ class EmoPipeline:
 
 
 def first_latents(scheduler, noise: torch.Tensor, reference_latents: torch.Tensor | None) -> torch.Tensor:
-    """A window's starting latents (1, 4, f, h, w): pure noise, or the reference latents (1, 4, h, w)
+    """A window's starting latents (1, C, f, h, w): pure noise, or the reference latents (1, C, h, w)
     noised to the schedule's first timestep. The training schedule (scaled_linear, 1000 steps) leaves
     signal at that timestep (sqrt(alpha_bar) 0.135 at t = 875, the first of 8 "leading" steps), which
     the model learned to expect; pure noise has none of it."""

@@ -32,12 +32,12 @@ OPTIMIZATION_LEVEL = 3  # TensorRT's default; 5 searches longer for a few % more
 # kinds a diffusion UNet / VAE / wav2vec2 export emits; anything else in a graph is a red flag.
 PARSER_OPS = frozenset("""
     Abs Add And ArgMax AveragePool BatchNormalization Cast CastLike Ceil Clip Concat Constant
-    ConstantOfShape Conv ConvTranspose Cos CumSum Div Dropout Einsum Elu Equal Erf Exp Expand
+    ConstantOfShape Conv ConvTranspose Cos CumSum DepthToSpace Div Dropout Einsum Elu Equal Erf Exp Expand
     Flatten Floor Gather GatherElements GatherND Gemm GlobalAveragePool Greater GreaterOrEqual
     GroupNormalization Identity If InstanceNormalization IsNaN LayerNormalization LeakyRelu Less
     LessOrEqual Log LogSoftmax MatMul Max MaxPool Mean Min Mod Mul Neg Not Or Pad Pow Range
     Reciprocal ReduceL2 ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum Relu Reshape Resize
-    Round ScatterElements ScatterND Shape Sigmoid Sign Sin Size Slice Softmax Softplus Split
+    Round ScatterElements ScatterND Shape Sigmoid Sign Sin Size Slice Softmax Softplus SpaceToDepth Split
     Sqrt Squeeze Sub Sum Tanh Tile Transpose Trilu Unsqueeze Where
 """.split())
 

@@ -24,6 +24,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from emo_rt.models import EmoModel
+from emo_rt.models.vae import encode_unscaled
 from emo_rt.training.recipe import (
     DenoiseStageRecipe,
     LossRecipe,
@@ -165,20 +166,19 @@ class VAEStage(Stage):
     def forward(self, batch):
         images, mask = self._crops(batch)  # (B, 3, c, c), (B, 1, c, c)
         with self.autocast(images.device):
-            posterior = self.model.vae.encode(images).latent_dist
-            z = posterior.mean + posterior.std * batch["posterior_noise"]
+            z, kl = encode_unscaled(self.model.vae, images, batch["posterior_noise"])
             reconstruction = self.model.vae.decode(z).sample
         weight = loss_weight_map(mask, images.shape[-1], self.loss_recipe)
         rec = weighted_mean((reconstruction.float() - images).abs(), weight)
-        # KL summed over latent elements per image pixel: LDM's kl_weight scale (1e-6)
-        kl = posterior.kl().float().mean() / (images[0].numel())
+        # KL summed over latent elements per image pixel: LDM's kl_weight scale (1e-6); none for ShuffleAutoencoder
+        kl = kl.float().mean() / images[0].numel() if kl is not None else rec.new_zeros(())
         loss = rec + self.stage_recipe.kl_weight * kl
         return loss, {"rec": rec.detach(), "kl": kl.detach()}
 
     @torch.no_grad()
     def sample(self, batch):
         images = batch["target"]
-        reconstruction = self.model.vae.decode(self.model.vae.encode(images).latent_dist.mode()).sample
+        reconstruction = self.model.vae.decode(encode_unscaled(self.model.vae, images)[0]).sample
         return torch.stack([images, reconstruction.clamp(-1, 1)], dim=0)  # rows: input, reconstruction
 
 

@@ -40,11 +40,11 @@ class EmoModel(nn.Module):
     # ---- VAE helpers: images in [-1, 1] <-> scaled latents --------------------------------
     def encode_images(self, images: torch.Tensor, sample: bool = False,
                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """(N, 3, H, W) in [-1, 1] -> (N, 4, H/8, W/8) latents times the VAE's scaling factor."""
+        """(N, 3, H, W) in [-1, 1] -> (N, C, H/8, W/8) latents times the VAE's scaling factor."""
         return encode_scaled(self.vae, images, sample, generator)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """(N, 4, h, w) scaled latents -> (N, 3, H, W) images in [-1, 1]."""
+        """(N, C, h, w) scaled latents -> (N, 3, H, W) images in [-1, 1]."""
         return decode_scaled(self.vae, latents)
 
     # ---- model directory ------------------------------------------------------------------

@@ -137,7 +137,7 @@ class UNet(nn.Module):
 
     def _trunk(self, sample: torch.Tensor, timestep: torch.Tensor, cond: Conditioning,
                sinks: FeatureSinks | None) -> torch.Tensor:
-        """sample (N, 4, h, w), timestep (N,) -> last hidden state (N, C0, h, w)."""
+        """sample (N, C, h, w), timestep (N,) -> last hidden state (N, C0, h, w)."""
         temb = self.time_embedding(self.time_proj(timestep).to(sample.dtype))
         x = self.conv_in(sample)
         skips = [x]
@@ -197,14 +197,14 @@ class Backbone(UNet):
 
     def forward(
         self,
-        noisy_latents: torch.Tensor,  # (B, 4, f, h, w)
+        noisy_latents: torch.Tensor,  # (B, C, f, h, w)
         timestep: torch.Tensor,  # (B,) or ()
         reference_features: list[torch.Tensor],  # per spatial layer i: (B, L_i, C_i)
         motion_features: list[torch.Tensor],  # per temporal layer j: (B, n, C_j, h_j, w_j)
         audio_tokens: torch.Tensor,  # (B, f, T_a, D_a)
         speed_tokens: torch.Tensor,  # (B, f, T_s, D_s)
-        face_latents: torch.Tensor,  # (B, 4, h, w): FaceLocator(face mask), added to every frame
-    ) -> torch.Tensor:  # (B, 4, f, h, w): the model prediction (epsilon or v)
+        face_latents: torch.Tensor,  # (B, C, h, w): FaceLocator(face mask), added to every frame
+    ) -> torch.Tensor:  # (B, C, f, h, w): the model prediction (epsilon or v)
         b, c, f, h, w = noisy_latents.shape
         _check_count("reference_features", reference_features, self.num_spatial_layers)
         _check_count("motion_features", motion_features, self.num_temporal_layers)
@@ -233,11 +233,11 @@ class ReferenceNet(UNet):
         return sinks
 
     def reference_features(self, reference_latents: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 4, h, w) -> per Backbone spatial attention layer i: (B, L_i, C_i)."""
+        """(B, C, h, w) -> per Backbone spatial attention layer i: (B, L_i, C_i)."""
         return self._features(reference_latents).reference
 
     def motion_features(self, motion_latents: torch.Tensor) -> list[torch.Tensor]:
-        """(B, n, 4, h, w) -> per Backbone temporal layer j: (B, n, C_j, h_j, w_j)."""
+        """(B, n, C, h, w) -> per Backbone temporal layer j: (B, n, C_j, h_j, w_j)."""
         b, n = motion_latents.shape[:2]
         sinks = self._features(motion_latents.flatten(0, 1))
         return [x.reshape(b, n, *x.shape[1:]) for x in sinks.temporal]

@@ -26,25 +26,25 @@ class Components(Protocol):
         """(1, F) -> (1, F, T, D_tok)."""
 
     def locate_face(self, mask: torch.Tensor) -> torch.Tensor:
-        """(B, 1, R, R) -> (B, 4, h, w)."""
+        """(B, 1, R, R) -> (B, C, h, w)."""
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, R, R) in [-1, 1] -> (N, 4, h, w) scaled latents."""
+        """(N, 3, R, R) in [-1, 1] -> (N, C, h, w) scaled latents."""
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """(N, 4, h, w) -> (N, 3, R, R) in [-1, 1]."""
+        """(N, C, h, w) -> (N, 3, R, R) in [-1, 1]."""
 
     def reference_features(self, latents: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 4, h, w) -> per Backbone spatial layer (B, L_i, C_i)."""
+        """(B, C, h, w) -> per Backbone spatial layer (B, L_i, C_i)."""
 
     def motion_features(self, latents: torch.Tensor) -> list[torch.Tensor]:
-        """(B, n, 4, h, w) -> per Backbone temporal layer (B, n, C_j, h_j, w_j)."""
+        """(B, n, C, h, w) -> per Backbone temporal layer (B, n, C_j, h_j, w_j)."""
 
     def denoise(self, noisy_latents: torch.Tensor, timestep: torch.Tensor,
                 reference_features: list[torch.Tensor], motion_features: list[torch.Tensor],
                 audio_tokens: torch.Tensor, speed_tokens: torch.Tensor,
                 face_latents: torch.Tensor) -> torch.Tensor:
-        """One Backbone evaluation: (B, 4, f, h, w) -> prediction (B, 4, f, h, w)."""
+        """One Backbone evaluation: (B, C, f, h, w) -> prediction (B, C, f, h, w)."""
 
 
 class TorchComponents:

@@ -5,7 +5,7 @@ each window over with an event.
 
     produce = functools.partial(pipeline.denoised_windows, reference, waveform, settings, progress)
     with Overlapped(produce, depth=1, device=device) as windows:
-        for latents in windows:      # (k, 4, h, w), ready to use on the caller's stream
+        for latents in windows:      # (k, C, h, w), ready to use on the caller's stream
             frames = pipeline.decode_window(latents)
 """
 

@@ -33,7 +33,7 @@ WEIGHT_PARTS = ("vae", "reference_net", "face_locator")  # the parts EmoPipeline
 REFERENCE_ENGINES = ("vae_encoder", "reference", "face_locator")  # their engines
 ENV_DIRECTORY = "EMO_RT_CACHE_DIR"
 
-ReferenceState = dict  # {"latents": (1, 4, h, w), "features": [(1, L_i, C_i)], "face_latents": (1, 4, h, w)}
+ReferenceState = dict  # {"latents": (1, C, h, w), "features": [(1, L_i, C_i)], "face_latents": (1, C, h, w)}
 
 
 def default_cache_dir() -> Path:

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, AutoencoderTiny
+
+from emo_rt.models.shuffle_autoencoder import ShuffleAutoencoder
 from torch.utils.flop_counter import FlopCounterMode
 
 try:  # the shard reader moved from training/data to emo_rt/io while this study ran
@@ -63,24 +65,36 @@ CANDIDATES = {
     "tiny32_3300_l24": ("AutoencoderTiny", tiny_kwargs(32, (3, 3, 0, 0), 24)),
     # cheaper encoder (no block at full resolution, 2 at 64 px): 0.80 instead of 1.93 GFLOP
     "tiny32_3300_l16_enc0233": ("AutoencoderTiny", tiny_kwargs(32, (3, 3, 0, 0), 16, num_encoder_blocks=(0, 2, 3, 3))),
+    # round 3: sub-pixel decoders (width at low resolution, PixelShuffle to full resolution), 0.75 GFLOP
+    "shuffle_111_l16": ("ShuffleAutoencoder", dict(latent_channels=16, decoder_channels=(128, 64, 32),
+                                                   decoder_blocks=(1, 1, 1))),
+    "shuffle_210_l16": ("ShuffleAutoencoder", dict(latent_channels=16, decoder_channels=(128, 64, 32),
+                                                   decoder_blocks=(2, 1, 0))),
+    "shuffle_111_l16_skip": ("ShuffleAutoencoder", dict(latent_channels=16, decoder_channels=(128, 64, 32),
+                                                        decoder_blocks=(1, 1, 1), image_skip=True)),
+    "shuffle_110_l16_skip": ("ShuffleAutoencoder", dict(latent_channels=16, decoder_channels=(128, 64, 32),
+                                                        decoder_blocks=(1, 1, 0), image_skip=True)),
+    "shuffle_111_l8": ("ShuffleAutoencoder", dict(latent_channels=8, decoder_channels=(128, 64, 32),
+                                                  decoder_blocks=(1, 1, 1))),
 }
+CLASSES = {"AutoencoderKL": AutoencoderKL, "AutoencoderTiny": AutoencoderTiny, "ShuffleAutoencoder": ShuffleAutoencoder}
 
 
 def build(name: str):
     cls, kwargs = CANDIDATES[name]
-    return {"AutoencoderKL": AutoencoderKL, "AutoencoderTiny": AutoencoderTiny}[cls](**kwargs)
+    return CLASSES[cls](**kwargs)
 
 
 def load(model_dir: str | Path):
     """A save_pretrained directory of either class."""
     cls = json.loads((Path(model_dir) / "config.json").read_text())["_class_name"]
-    return {"AutoencoderKL": AutoencoderKL, "AutoencoderTiny": AutoencoderTiny}[cls].from_pretrained(str(model_dir))
+    return CLASSES[cls].from_pretrained(str(model_dir))
 
 
 def encode(vae, images: torch.Tensor, sample_noise: torch.Tensor | None = None):
     """images (B, 3, H, W) in [-1, 1] -> (unscaled latents, KL per latent element or None). With
     `sample_noise` an AutoencoderKL's posterior is sampled (training), else its mode is taken."""
-    if isinstance(vae, AutoencoderTiny):
+    if not isinstance(vae, AutoencoderKL):
         return vae.encode(images).latents, None
     dist = vae.encode(images).latent_dist
     z = dist.mode() if sample_noise is None else dist.mean + dist.std * sample_noise
@@ -112,7 +126,8 @@ class FrameBank:
     def __len__(self) -> int:
         return len(self.items)
 
-    def batch(self, rng: np.random.Generator, size: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, rng: np.random.Generator, size: int, crop: int,
+              colour_aug: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(size, 3, crop, crop) images in [-1, 1] and (size, 1, crop, crop) face masks: random frames,
         random crop corners, random horizontal flips."""
         images, masks = [], []
@@ -128,7 +143,19 @@ class FrameBank:
             masks.append(np.ascontiguousarray(mask))
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
         m = torch.from_numpy(np.stack(masks))[:, None].float()
-        return x, m
+        return (recolour(x, rng) if colour_aug else x), m
+
+
+def recolour(x: torch.Tensor, rng: np.random.Generator, negate: bool = False) -> torch.Tensor:
+    """Each image's RGB channels permuted (and with `negate` each negated with probability 1/2): an
+    autoencoder trained on a few hundred identities otherwise learns their palettes and shifts the
+    hues of unseen ones."""
+    out = torch.empty_like(x)
+    for i in range(x.shape[0]):
+        order = rng.permutation(3)
+        signs = torch.from_numpy(np.where(rng.random(3) < 0.5, -1.0, 1.0)).float() if negate else torch.ones(3)
+        out[i] = x[i, order] * signs[:, None, None]
+    return out
 
 
 # ---- loss --------------------------------------------------------------------------------------

@@ -109,6 +109,7 @@ def main() -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--emo-model", action="store_true")
     p.add_argument("--max-clips", type=int, help="per set (quick looks only)")
+    p.add_argument("--seed7-clips", type=int, help="score only the first N seed-7 clips (grid candidates: 20 of 40)")
     p.add_argument("--sets", nargs="+", default=list(SETS))
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -125,7 +126,8 @@ def main() -> None:
     if training.is_file():
         result["training"] = json.loads(training.read_text())
     for name in args.sets:
-        result[name] = score_set(vae, evaluator, *SETS[name], max_clips=args.max_clips)
+        limit = args.seed7_clips if name == "seed7" and args.seed7_clips else args.max_clips
+        result[name] = score_set(vae, evaluator, *SETS[name], max_clips=limit)
         s = result[name]
         print(f"{name}: PSNR {s['psnr']:.2f} face {s['psnr_face']:.2f} bg {s['psnr_bg']:.2f} | brow r "
               f"{s['brow_r_vae']:.3f} (real {s['brow_r_real']:.3f}) mouth r {s['mouth_r_vae']:.3f} "

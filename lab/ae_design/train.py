@@ -94,6 +94,8 @@ def main() -> None:
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--colour-aug", action="store_true", help="permute and negate RGB channels per image")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (fast only where the CPU has AVX-512 BF16)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out).expanduser()
@@ -132,13 +134,14 @@ def main() -> None:
     while step < args.steps:
         t0 = time.perf_counter()
         rng = np.random.default_rng([args.seed, step])
-        images, mask = bank.batch(rng, args.batch, args.crop)
+        images, mask = bank.batch(rng, args.batch, args.crop, colour_aug=args.colour_aug)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args)
         noise = torch.randn((args.batch, aelib.latent_channels(vae), args.crop // 8, args.crop // 8),
                             generator=torch.Generator().manual_seed(args.seed * 1_000_003 + step))
-        z, kl = aelib.encode(vae, images, sample_noise=noise)
-        rec = aelib.decode(vae, z)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            z, kl = aelib.encode(vae, images, sample_noise=noise)
+            rec = aelib.decode(vae, z).float()
         loss, stats = aelib.reconstruction_loss(rec, images, mask, args.edge, args.perceptual, features)
         if kl is not None:
             kl_term = kl.mean() / images[0].numel()

@@ -56,7 +56,7 @@ def test_info_lists_the_presets():
     result = emo_rt("info")
     assert_ok(result)
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
-    assert set(rows) == {"tiny", "sd15"} and rows["tiny"][-1] == "11.3M" and rows["sd15"][-1] == "2413.5M"
+    assert set(rows) == {"tiny", "sd15"} and rows["tiny"][-1] == "12.3M" and rows["sd15"][-1] == "2413.5M"
 
 
 def test_info_bad_argument():

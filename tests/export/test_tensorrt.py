@@ -33,10 +33,12 @@ class RecordingProfile:
 
 
 def test_profiles_come_from_the_spec_dims():
-    specs = export_specs(tiny())
+    config = tiny()
+    specs = export_specs(config)
     profile = RecordingProfile()
     assert tensorrt_build.apply_profile(profile, specs["step"]) == len(specs["step"].inputs)
-    assert profile.shapes["noisy_latents"] == ((1, 4, 8, 16, 16), (2, 4, 8, 16, 16), (2, 4, 8, 16, 16))
+    c = config.vae.latent_channels
+    assert profile.shapes["noisy_latents"] == ((1, c, 8, 16, 16), (2, c, 8, 16, 16), (2, c, 8, 16, 16))
     assert profile.shapes["timestep"] == ((1,), (2,), (2,))
     assert profile.shapes["motion_feature_0"][0][:2] == (1, 4)  # batch 1, n = 4 motion frames
 
@@ -52,7 +54,7 @@ def test_profiles_come_from_the_spec_dims():
     assert fixed.shapes == {}
     decoder = RecordingProfile()
     tensorrt_build.apply_profile(decoder, specs["vae_decoder"])
-    assert decoder.shapes["latents"] == ((1, 4, 16, 16), (8, 4, 16, 16), (8, 4, 16, 16))
+    assert decoder.shapes["latents"] == ((1, c, 16, 16), (8, c, 16, 16), (8, c, 16, 16))
 
 
 def test_timing_cache_is_per_version_and_device(tmp_path):

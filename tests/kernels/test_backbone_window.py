@@ -37,19 +37,19 @@ def test_window_matches_torch_processors(tiny_config, no_tf32):
         tiny_config, resolution=32,
         unet=dataclasses.replace(tiny_config.unet, num_attention_heads=2),
         temporal=dataclasses.replace(tiny_config.temporal, num_attention_heads=1))
-    f, n, h = config.num_frames, config.num_motion_frames, config.latent_size
+    f, n, h, c = config.num_frames, config.num_motion_frames, config.latent_size, config.vae.latent_channels
     torch.manual_seed(0)
     backbone, reference_net = Backbone(config).eval().to(DEVICE), ReferenceNet(config).eval().to(DEVICE)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         inputs = dict(
-            noisy_latents=torch.randn(1, 4, f, h, h, generator=g),
+            noisy_latents=torch.randn(1, c, f, h, h, generator=g),
             timestep=torch.tensor([500]),
-            reference_features=reference_net.reference_features(torch.randn(1, 4, h, h, generator=g).to(DEVICE)),
-            motion_features=reference_net.motion_features(torch.randn(1, n, 4, h, h, generator=g).to(DEVICE)),
+            reference_features=reference_net.reference_features(torch.randn(1, c, h, h, generator=g).to(DEVICE)),
+            motion_features=reference_net.motion_features(torch.randn(1, n, c, h, h, generator=g).to(DEVICE)),
             audio_tokens=torch.randn(1, f, config.audio.num_tokens, config.audio.token_dim, generator=g),
             speed_tokens=torch.randn(1, f, config.speed.num_tokens, config.speed.token_dim, generator=g),
-            face_latents=torch.randn(1, 4, h, h, generator=g),
+            face_latents=torch.randn(1, c, h, h, generator=g),
         )
         inputs = {k: [t.to(DEVICE) for t in v] if isinstance(v, list) else v.to(DEVICE) for k, v in inputs.items()}
         truth = copy.deepcopy(backbone).double()(**{

@@ -15,14 +15,15 @@ def window_inputs(model, batch=1, seed=0):
     config = model.config
     g = torch.Generator().manual_seed(seed)
     f, n, h, res = config.num_frames, config.num_motion_frames, config.latent_size, config.resolution
+    c = config.vae.latent_channels
     mask = torch.zeros(batch, 1, res, res)
     mask[:, :, res // 4: 3 * res // 4, res // 4: 3 * res // 4] = 1
     with torch.no_grad():
         return dict(
-            noisy_latents=torch.randn(batch, 4, f, h, h, generator=g),
+            noisy_latents=torch.randn(batch, c, f, h, h, generator=g),
             timestep=torch.tensor([500] * batch),
-            reference_features=model.reference_net.reference_features(torch.randn(batch, 4, h, h, generator=g)),
-            motion_features=model.reference_net.motion_features(torch.randn(batch, n, 4, h, h, generator=g)),
+            reference_features=model.reference_net.reference_features(torch.randn(batch, c, h, h, generator=g)),
+            motion_features=model.reference_net.motion_features(torch.randn(batch, n, c, h, h, generator=g)),
             audio_tokens=model.audio_projector(torch.randn(batch, f, 2, 64, generator=g)),
             speed_tokens=model.speed_encoder(torch.rand(batch, f, generator=g) * 3),
             face_latents=model.face_locator(mask),
@@ -37,7 +38,7 @@ def run(model, inputs):
 def test_output_is_one_window_of_f_frames(tiny_model):
     inputs = window_inputs(tiny_model)
     out = run(tiny_model, inputs)
-    assert out.shape == inputs["noisy_latents"].shape  # (1, 4, f, h, w): motion frames sliced off
+    assert out.shape == inputs["noisy_latents"].shape  # (1, C, f, h, w): motion frames sliced off
     assert torch.isfinite(out).all()
 
 
@@ -46,10 +47,10 @@ def test_each_conditioning_signal_changes_the_output(tiny_model, signal):
     model, config = tiny_model, tiny_model.config
     base = window_inputs(model)
     changed = dict(base)
-    h, res, n = config.latent_size, config.resolution, config.num_motion_frames
+    h, res, n, c = config.latent_size, config.resolution, config.num_motion_frames, config.vae.latent_channels
     with torch.no_grad():
         if signal == "reference":
-            changed["reference_features"] = model.reference_net.reference_features(torch.randn(1, 4, h, h))
+            changed["reference_features"] = model.reference_net.reference_features(torch.randn(1, c, h, h))
         elif signal == "audio":
             changed["audio_tokens"] = model.audio_projector(torch.randn(1, config.num_frames, 2, 64))
         elif signal == "speed":
@@ -57,7 +58,7 @@ def test_each_conditioning_signal_changes_the_output(tiny_model, signal):
         elif signal == "face_mask":
             changed["face_latents"] = model.face_locator(torch.zeros(1, 1, res, res))
         elif signal == "motion":
-            changed["motion_features"] = model.reference_net.motion_features(torch.randn(1, n, 4, h, h))
+            changed["motion_features"] = model.reference_net.motion_features(torch.randn(1, n, c, h, h))
     delta = (run(model, changed) - run(model, base)).abs().max()
     # the forward is deterministic on CPU: a disconnected signal gives a bit-identical output (0);
     # 1e-6 sits far above float noise and far below the random-init effects (1e-4 .. 1)

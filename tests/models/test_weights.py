@@ -17,7 +17,8 @@ from emo_rt.models.weights import import_animatediff, import_sd15_unet
 def diffusers_unet(config):
     u = config.unet
     unet = UNet2DConditionModel(
-        sample_size=config.latent_size, block_out_channels=u.block_out_channels,
+        sample_size=config.latent_size, in_channels=u.in_channels, out_channels=u.out_channels,
+        block_out_channels=u.block_out_channels,
         layers_per_block=u.layers_per_block, norm_num_groups=u.norm_num_groups, cross_attention_dim=24,
         attention_head_dim=u.num_attention_heads,
         down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in u.attention_levels),
@@ -44,7 +45,7 @@ def empty_features(model, config, batch):
     """Zero-length reference and motion features: the Backbone then computes plain self-/temporal attention."""
     h = config.latent_size
     ref = [torch.zeros(batch, 0, c) for c in _spatial_channels(model)]
-    motion = model.reference_net.motion_features(torch.zeros(batch, 0, 4, h, h))
+    motion = model.reference_net.motion_features(torch.zeros(batch, 0, config.vae.latent_channels, h, h))
     return ref, motion
 
 
@@ -84,15 +85,15 @@ def test_backbone_2d_path_equals_diffusers_unet(imported):
         if "motion_modules" in name and name.endswith("proj_out"):
             torch.nn.init.zeros_(module.weight)
             torch.nn.init.zeros_(module.bias)
-    b, f, h = 2, 3, config.latent_size
-    latents, t = torch.randn(b, 4, f, h, h), torch.tensor([10, 700])
+    b, f, h, c = 2, 3, config.latent_size, config.vae.latent_channels
+    latents, t = torch.randn(b, c, f, h, h), torch.tensor([10, 700])
     ref, motion = empty_features(model, config, b)
     with torch.no_grad():
-        frames = latents.permute(0, 2, 1, 3, 4).reshape(b * f, 4, h, h)
+        frames = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, h)
         expected = unet(frames, t.repeat_interleave(f), encoder_hidden_states=torch.randn(b * f, 3, 24)).sample
         ours = backbone(latents, t, ref, motion, torch.randn(b, f, 4, 64), torch.randn(b, f, 1, 64),
                         model.face_locator(torch.rand(b, 1, config.resolution, config.resolution)))
-    ours = ours.permute(0, 2, 1, 3, 4).reshape(b * f, 4, h, h)
+    ours = ours.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, h)
     # identical maths up to float32 summation order: errors of order 1e-6 on outputs of order 1
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
 
@@ -115,7 +116,7 @@ def test_reference_features_are_sd_self_attention_inputs(imported):
     captured = []
     hooks = [m.register_forward_hook(lambda mod, args, out: captured.append(out))
              for name, m in unet.named_modules() if name.endswith("transformer_blocks.0.norm1")]
-    latents = torch.randn(2, 4, config.latent_size, config.latent_size)
+    latents = torch.randn(2, config.vae.latent_channels, config.latent_size, config.latent_size)
     with torch.no_grad():
         unet(latents, torch.zeros(2, dtype=torch.long), encoder_hidden_states=torch.zeros(2, 3, 24))
         ours = model.reference_net.reference_features(latents)

@@ -204,7 +204,7 @@ def test_start_from_the_noised_reference(model, inputs):
     reference = pipe.prepare(inputs.reference)["latents"]
     generator = torch.Generator().manual_seed(3)
     c = model.config
-    noise = torch.randn(1, 4, c.num_frames, c.latent_size, c.latent_size, generator=generator)
+    noise = torch.randn(1, c.vae.latent_channels, c.num_frames, c.latent_size, c.latent_size, generator=generator)
     expected = alpha.sqrt() * reference[:, :, None] + (1 - alpha).sqrt() * noise
     assert torch.allclose(firsts[0], expected, atol=1e-5)
     assert torch.allclose(first_latents(scheduler, noise, reference), expected, atol=1e-6)

@@ -65,17 +65,17 @@ class ReplayingCapture:
 def step_inputs(components, batch: int, seed: int) -> tuple:
     """Arguments of Components.denoise for `batch` items (the guidance pair when 2)."""
     config = components.config
-    f, n, h = config.num_frames, config.num_motion_frames, config.latent_size
+    f, n, h, c = config.num_frames, config.num_motion_frames, config.latent_size, config.vae.latent_channels
     g = torch.Generator().manual_seed(seed)
     device = components.device
     with torch.inference_mode():
-        reference = components.reference_features(torch.randn(batch, 4, h, h, generator=g).to(device))
-        motion = components.motion_features(torch.randn(batch, n, 4, h, h, generator=g).to(device))
-    return (torch.randn(batch, 4, f, h, h, generator=g).to(device), torch.full((batch,), 500 + seed),
+        reference = components.reference_features(torch.randn(batch, c, h, h, generator=g).to(device))
+        motion = components.motion_features(torch.randn(batch, n, c, h, h, generator=g).to(device))
+    return (torch.randn(batch, c, f, h, h, generator=g).to(device), torch.full((batch,), 500 + seed),
             reference, motion,
             torch.randn(batch, f, config.audio.num_tokens, config.audio.token_dim, generator=g).to(device),
             torch.randn(batch, f, config.speed.num_tokens, config.speed.token_dim, generator=g).to(device),
-            torch.randn(batch, 4, h, h, generator=g).to(device))
+            torch.randn(batch, c, h, h, generator=g).to(device))
 
 
 BATCHES = [2, 2, 1, 2, 1, 1]  # guidance pair, then separate passes, switching between replays

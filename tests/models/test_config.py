@@ -30,6 +30,22 @@ def test_a_missing_key_is_refused_by_name(tmp_path):
         EmoConfig.load(tmp_path)
 
 
+def test_keys_added_since_a_model_was_written_are_migrated_explicitly(tmp_path):
+    """Configs written before the autoencoder kinds (the first shipped model's) load as AutoencoderKL;
+    only the keys listed in config.MIGRATIONS are filled, any other missing key is still refused."""
+    data = tiny().to_dict()
+    data["vae"] = {"block_out_channels": [16, 32, 64, 64], "layers_per_block": 1, "latent_channels": 4,
+                   "norm_num_groups": 8, "scaling_factor": 0.5}  # as config.json was written then
+    data["unet"].update(in_channels=4, out_channels=4)
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    vae = EmoConfig.load(tmp_path).vae
+    assert vae.kind == "kl" and vae.latent_channels == 4 and vae.downsample_factor == 8 and not vae.image_skip
+    del data["vae"]["layers_per_block"]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(WeightsError, match="missing key 'vae.layers_per_block'"):
+        EmoConfig.load(tmp_path)
+
+
 def test_a_wrong_type_is_refused_by_name():
     data = tiny().to_dict()
     data["num_frames"] = "eight"

@@ -108,7 +108,9 @@ def markdown(report: dict) -> str:
               "of the evaluator's identity embedding of each frame to the reference's; sharpness vs real = "
               "high-frequency energy in the face box over the real clip's; FID / FVD analogue = Fréchet distance "
               "to the real clips in the evaluator's features, per frame / per 8-frame sequence (the oracle row: "
-              "two disjoint halves of the real clips, the floor of this scale).", ""]
+              "two disjoint halves of the real clips, i.e. two samples of different identities; rows that "
+              "render the same clips as the real set, the model's and the blurred copy's, can go below it, "
+              "towards 0).", ""]
     return "\n".join(lines)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -37,6 +36,7 @@ from emo_rt.pipeline import (
     write_video,
 )
 from emo_rt.runtime.components import Components, TorchComponents
+from emo_rt.runtime.machine import machine
 from emo_rt.runtime.overlap import overlap_pays
 from emo_rt.schedulers import noise_schedule
 
@@ -281,18 +281,6 @@ def _onnxruntime(model_dir: Path, options: BenchOptions, scratch: Path) -> tuple
         return load_components("onnxruntime", model_dir, engines, threads=torch.get_num_threads()), ""
     except (EmoError, ImportError) as err:
         return None, str(err)
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "torch": torch.__version__, "python": platform.python_version()}
 
 
 def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(), out_dir: str | Path = "bench",

@@ -163,7 +163,6 @@ def _eval(args) -> int:
 
     from emo_rt.eval import EvalSettings, run_eval
     from emo_rt.eval.report import table
-
     from emo_rt.pipeline import default_model_dir, model_render_settings, with_overrides
 
     _torch(args.threads)
@@ -412,7 +411,8 @@ def _add_release(sub) -> None:
     p = sub.add_parser("model-card", help="release step: a shipped model's README.md from its measurements")
     p.add_argument("model", help="shipped model directory, e.g. emo_rt/default_model")
     p.add_argument("--report", required=True, help="`emo-rt eval` report folder (its report.json)")
-    p.add_argument("--corpus", required=True, help="the corpus folder (`emo-rt synth-data`; its manifest.json)")
+    p.add_argument("--corpus", required=True, nargs="+",
+                   help="the corpus folders the model was trained on (`emo-rt synth-data`; their manifest.json)")
     p.add_argument("--notes", help="a Markdown file appended to the card (what was seen beyond the table)")
     p.add_argument("--baseline", help="the previous model's eval report folder: its model row beside the new one")
     p.set_defaults(run=_model_card)

@@ -21,6 +21,7 @@ from emo_rt.models import EmoModel
 from emo_rt.models.migration import set_scaling_factor
 from emo_rt.models.vae import encode_unscaled
 from emo_rt.pipeline import write_model_render_settings
+from emo_rt.runtime.machine import machine
 from emo_rt.runtime.progress import progress_bar
 from emo_rt.training import checkpoint as ckpt
 from emo_rt.training.distributed import Distributed
@@ -217,7 +218,8 @@ class Trainer:
                 "trained_parameters": [n.replace("_checkpoint_wrapped_module.", "") for n in optim.names],
                 "recipe": self.recipe.to_dict(), "seconds_this_run": round(seconds, 1),
                 "median_step_s": timing[len(timing) // 2] if timing else None,
-                "global_batch": r.batch_size, "processes": self.dist.world_size}
+                "global_batch": r.batch_size, "processes": self.dist.world_size, "precision": r.precision,
+                "data": [str(d) for d in p.data_dirs], "machine": machine()}
         with atomic_directory(p.paths.model) as partial:
             model.save_pretrained(partial)
             if p.stage >= 1:

@@ -21,7 +21,9 @@ def run_dir(tmp_path_factory):
     model_dir = EmoModel(tiny()).save_pretrained(run / "stage3" / "model")
     DDPMScheduler(prediction_type="v_prediction").save_pretrained(model_dir / "scheduler")
     info = {"stage": 3, "steps": 5, "global_batch": 4, "processes": 2, "median_step_s": 1.0,
-            "seconds_this_run": 7.0, "recipe": {"model": "tiny"}}
+            "seconds_this_run": 7.0, "recipe": {"model": "tiny"}, "precision": "bf16",
+            "data": ["/data/corpus/shards", "/data/corpus1/shards"],
+            "machine": {"cpu": "AMD EPYC", "cores": 2, "cpu_flags": ["avx2", "avx512f", "avx512_bf16"], "gpu": None}}
     (model_dir / "training.json").write_text(json.dumps(info))
     log = "step,loss,lr,grad_norm,step_time_s,samples_per_s\n" + "".join(
         f"{k},0.5,1e-4,1.0,{0.5 * k},4.0\n" for k in (1, 2, 3, 4, 5))
@@ -76,10 +78,16 @@ def test_model_card_is_written_from_the_measurements(run_dir, tmp_path):
                               "fps": 25, "seconds": 5.0, "speech_engine": "espeak-ng"},
                 "splits": {"train": [1, 2], "val": [3], "test": [4]}, "identities": {"a": 1, "b": 2}, "voices": {"v": 1}}
     (corpus / "manifest.json").write_text(json.dumps(manifest))
-    assert card_main([str(out), "--report", str(tmp_path / "report"), "--corpus", str(corpus)]) == 0
+    corpus1 = tmp_path / "corpus1" / "synth"
+    corpus1.mkdir(parents=True)
+    (corpus1 / "manifest.json").write_text(json.dumps(dict(manifest, generator={**manifest["generator"], "seed": 1})))
+    assert card_main([str(out), "--report", str(tmp_path / "report"), "--corpus", str(corpus), str(corpus1)]) == 0
     text = (out / "README.md").read_text()
     assert "| model | 0.800 | +0 | 0.400 |" in text  # the eval table, from report.json
-    assert "| 3 | head speed" in text and "| 0.00 h |" in text  # 7.5 s of logged steps
+    assert "| 3 | head speed: temporal modules + speed layers | corpus/shards corpus1/shards | 5 | 4 | bf16 |" in text
+    assert "| 0.00 h |" in text  # 7.5 s of logged steps
+    assert "on a AMD EPYC, 2 cores, AVX-512 BF16 CPU machine" in text
+    assert "`emo-rt synth-data corpus1/synth --clips 4 --seed 1 --seconds 5`" in text
     assert "84% of the oracle" in text and "--drift-seconds 60" in text and "(15 min on" in text
     assert "renders by default (its `render.json`) with ddim 40 steps" in text  # no render.json: the library's
     assert "train/val/test 2/1/1" in text

@@ -1,8 +1,9 @@
-"""Write a shipped model's card (README.md in its directory) from what was measured: the corpus
-manifest, the training summary `ship` wrote (steps, batch, step times per stage) and an
-`emo-rt eval` report. Written to a temporary file and renamed into place.
+"""Write a shipped model's card (README.md in its directory) from what was measured: the manifests
+of the corpora it was trained on, the training summary `ship` wrote (steps, batch, data, machine and
+step times per stage) and an `emo-rt eval` report. Written to a temporary file and renamed into place.
 
-    emo-rt model-card emo_rt/default_model --report REPORT_DIR --corpus corpus/synth [--notes NOTES.md]
+    emo-rt model-card emo_rt/default_model --report REPORT_DIR --corpus corpus/synth [corpus1/synth ...] \
+        [--notes NOTES.md] [--baseline PREVIOUS_REPORT_DIR]
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from emo_rt.eval.report import table
 from emo_rt.io.files import atomic_output
 
 STAGE_JOBS = {
-    0: "AutoencoderKL on 64x64 crops of corpus frames",
+    0: "the autoencoder on crops of corpus frames",
     1: "frame pairs: Backbone 2D layers, ReferenceNet, FaceLocator",
     2: "clips with audio: temporal modules + audio attention",
     3: "head speed: temporal modules + speed layers",
@@ -33,24 +34,31 @@ def _minutes(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 60:.0f} min"
 
 
+def _data_names(stage: dict) -> str:
+    """The stage's --data folders as `corpus/shards` style names (the folder and its parent)."""
+    return " ".join("/".join(Path(d).parts[-2:]) for d in stage.get("data") or ["corpus/shards"])
+
+
 def training_table(stages: list[dict]) -> str:
-    lines = ["| stage | trains | steps | global batch | processes | median s/step | training time |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| stage | trains | data | steps | global batch | precision | processes | median s/step | training time |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in stages:
         seconds = s.get("step_seconds", s.get("seconds_this_run"))
-        lines.append(f"| {s['stage']} | {STAGE_JOBS.get(s['stage'], '')} | {s['steps']} | {s['global_batch']} | "
-                     f"{s['processes']} | {s['median_step_s']:.2f} | {_minutes(seconds)} |")
+        lines.append(f"| {s['stage']} | {STAGE_JOBS.get(s['stage'], '')} | {_data_names(s)} | {s['steps']} | "
+                     f"{s['global_batch']} | {s.get('precision') or 'fp32'} | {s['processes']} | "
+                     f"{s['median_step_s']:.2f} | {_minutes(seconds)} |")
     total = sum(s.get("step_seconds", s.get("seconds_this_run")) or 0 for s in stages)
-    lines.append(f"| all | | | | | | {total / 3600:.2f} h |")
+    lines.append(f"| all | | | | | | | | {total / 3600:.2f} h |")
     return "\n".join(lines)
 
 
-def card(model_dir: Path, report: dict, corpus: dict, notes: str = "", baseline: dict | None = None) -> str:
-    """The card's Markdown: what the model is, its corpus, training and evaluation (the eval report's
-    tables, with `baseline`'s model row beside it when given), and its limits."""
+def card(model_dir: Path, report: dict, corpora: dict[str, dict], notes: str = "",
+         baseline: dict | None = None) -> str:
+    """The card's Markdown: what the model is, its corpora (folder -> manifest), training and
+    evaluation (the eval report's tables, with `baseline`'s model row beside it when given), limits."""
     config = _read_json(model_dir / "config.json", "model config")
     summary = _read_json(model_dir / "training.json", "training summary (written by ship)")
-    sections = [_header(model_dir, config), _corpus(corpus), _training(summary),
+    sections = [_header(model_dir, config), _corpus(corpora), _training(summary),
                 _evaluation(report, baseline), _limits(config)]
     if notes.strip():
         sections.append(notes.strip())
@@ -70,22 +78,33 @@ def _header(model_dir: Path, config: dict) -> str:
             f"{render.steps} steps, cfg {render.cfg:g}, each window starting from the {render.start}.")
 
 
-def _corpus(corpus: dict) -> str:
-    gen, splits = corpus["generator"], {k: len(v) for k, v in corpus["splits"].items()}
-    return (f"## Corpus\n\n`emo-rt synth-data corpus/synth --clips {gen['num_clips']} --seed {gen['seed']} --seconds "
-            f"{gen['seconds']:g}` ({gen['name']} v{gen['version']}, {gen['size']}px, {gen['fps']} fps, speech by "
-            f"{gen['speech_engine']}): {gen['num_clips']} synthetic talking-head clips of {len(corpus['identities'])} "
-            f"identities and {len(corpus['voices'])} voices, split by identity into train/val/test "
-            f"{splits.get('train', 0)}/{splits.get('val', 0)}/{splits.get('test', 0)}; `emo-rt preprocess corpus/synth "
-            "corpus/shards` (128x128). Only the train split is trained on.")
+def _corpus(corpora: dict[str, dict]) -> str:
+    lines = ["## Corpora", ""]
+    for folder, corpus in corpora.items():
+        name = Path(folder).parent.name or "corpus"
+        gen, splits = corpus["generator"], {k: len(v) for k, v in corpus["splits"].items()}
+        lines.append(
+            f"- `emo-rt synth-data {name}/synth --clips {gen['num_clips']} --seed {gen['seed']} --seconds "
+            f"{gen['seconds']:g}`, then `emo-rt preprocess {name}/synth {name}/shards` (128x128): {gen['num_clips']} "
+            f"clips of {len(corpus['identities'])} identities and {len(corpus['voices'])} voices, split by identity "
+            f"into train/val/test {splits.get('train', 0)}/{splits.get('val', 0)}/{splits.get('test', 0)}.")
+    gen = next(iter(corpora.values()))["generator"]
+    lines += ["", f"{gen['name']} v{gen['version']}, {gen['size']}px, {gen['fps']} fps, speech by "
+              f"{gen['speech_engine']}. Only train splits are trained on."]
+    return "\n".join(lines)
 
 
 def _training(summary: dict) -> str:
+    from emo_rt.runtime.machine import describe
+
     run_dir = Path(summary.get("source", "runs/tiny/stage3/model")).parent.parent
+    machines = [s["machine"] for s in summary["stages"] if s.get("machine")]
+    where = (f"a {describe(machines[0])} CPU machine, no GPU" if machines
+             else "the project's 2-core CPU machine, no GPU")
     return ("## Training\n\nEach stage ran as `OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 -m "
-            f"emo_rt.training.trainer --recipe training/recipes/tiny.yaml --stage K --data corpus/shards --out {run_dir} "
-            "--resume` on the project's 2-core CPU machine (AMD EPYC, AVX2, no GPU), shared with other work; training "
-            "time is the sum of the logged step times over every resumed run (start-up, previews and checkpoints not "
+            f"emo_rt.training.trainer --recipe training/recipes/tiny.yaml --stage K --data DATA --out {run_dir} "
+            f"--resume` (DATA: the table's data column) on {where}, shared with other work; training time is the "
+            "sum of the logged step times over every resumed run (start-up, caches, previews and checkpoints not "
             "included).\n\n" + training_table(summary["stages"]))
 
 
@@ -126,10 +145,11 @@ def _limits(config: dict) -> str:
             f"distribution.\n{audio}\n- 128x128 output; for faces at photo quality train the `sd15` preset on real data.")
 
 
-def write_card(model_dir: str | Path, report_dir: str | Path, corpus_dir: str | Path,
+def write_card(model_dir: str | Path, report_dir: str | Path, corpus_dirs,
                notes_path: str | Path | None = None, baseline_dir: str | Path | None = None) -> Path:
-    """README.md in `model_dir` from the eval report in `report_dir` (and `baseline_dir`'s, the
-    previous model's, as a row beside it)."""
+    """README.md in `model_dir` from the eval report in `report_dir` and the manifests in
+    `corpus_dirs` (one folder or several; and `baseline_dir`'s report, the previous model's, as a row
+    beside it)."""
     model_dir = Path(model_dir)
     notes = ""
     if notes_path is not None:
@@ -137,9 +157,10 @@ def write_card(model_dir: str | Path, report_dir: str | Path, corpus_dir: str | 
             raise EmoError(f"notes file not found: {notes_path}")
         notes = Path(notes_path).read_text()
     report = _read_json(Path(report_dir) / "report.json", "eval report")
-    corpus = _read_json(Path(corpus_dir) / "manifest.json", "corpus manifest")
+    corpus_dirs = [corpus_dirs] if isinstance(corpus_dirs, (str, Path)) else list(corpus_dirs)
+    corpora = {str(d): _read_json(Path(d) / "manifest.json", "corpus manifest") for d in corpus_dirs}
     baseline = _read_json(Path(baseline_dir) / "report.json", "baseline eval report") if baseline_dir else None
-    text = card(model_dir, report, corpus, notes, baseline)
+    text = card(model_dir, report, corpora, notes, baseline)
     path = model_dir / "README.md"
     with atomic_output(path, "model card") as tmp:
         tmp.write_text(text)

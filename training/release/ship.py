@@ -33,8 +33,8 @@ def stage_summaries(run_dir: Path) -> list[dict]:
         if not info_path.is_file():
             continue
         info = json.loads(info_path.read_text())
-        row = {key: info.get(key) for key in
-               ("stage", "steps", "global_batch", "processes", "median_step_s", "seconds_this_run")}
+        row = {key: info.get(key) for key in ("stage", "steps", "global_batch", "processes", "median_step_s",
+                                              "seconds_this_run", "precision", "data", "machine")}
         log_path = run_dir / f"stage{stage}" / "log.csv"
         if log_path.is_file():
             with log_path.open(newline="") as f:

@@ -24,6 +24,8 @@ import av
 import cv2
 import numpy as np
 
+from emo_rt.io import preview
+from emo_rt.io.video import read_video
 from emo_rt.training.data.synth import generate_corpus
 
 TARGET_SECONDS = 120.0   # for 100 clips x 5 s at 256x256
@@ -38,25 +40,18 @@ def contact_sheet(corpus: Path, path: Path, rows: int = 8) -> None:
         if clip["identity"] not in seen:
             seen.add(clip["identity"])
             picked.append(clip)
-    grid = []
+    tiles, labels = [], []
     for clip in picked[:rows]:
-        side = json.loads((corpus / clip["sidecar"]).read_text())
-        fr = side["frames"]
+        fr = json.loads((corpus / clip["sidecar"]).read_text())["frames"]
         wanted = [0, int(np.argmax(fr["mouth_open"])), int(np.argmax(np.abs(fr["yaw"]))), int(np.argmax(fr["blink"]))]
-        with av.open(str(corpus / clip["video"])) as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-        tiles = []
-        for t in wanted:
-            tile = frames[t].copy()
-            label = f"t{t} m{fr['mouth_open'][t]:.2f} y{fr['yaw'][t]:+.0f}"
-            cv2.putText(tile, label, (4, tile.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
-                        cv2.LINE_AA)
-            tiles.append(tile)
-        size = frames[0].shape[0]
+        frames, _ = read_video(corpus / clip["video"])
+        tiles += [frames[t] for t in wanted]
+        labels += [f"t{t} m{fr['mouth_open'][t]:.2f} y{fr['yaw'][t]:+.0f}" for t in wanted]
+        size = frames.shape[1]
         small = cv2.resize(frames[wanted[1]], (128, 128), interpolation=cv2.INTER_AREA)
         tiles.append(cv2.resize(small, (size, size), interpolation=cv2.INTER_NEAREST))
-        grid.append(np.hstack(tiles))
-    cv2.imwrite(str(path), np.vstack(grid)[..., ::-1])
+        labels.append("128 px")
+    preview.contact_sheet(tiles, path, columns=len(wanted) + 1, frame_labels=labels)
 
 
 def _iou(a, b) -> float:

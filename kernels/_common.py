@@ -53,6 +53,15 @@ def check_launch(*tensors: torch.Tensor) -> None:
         raise ValueError(f"attention inputs must share one of fp32/fp16/bf16, got {dtypes}")
 
 
+def output_for(kernel: str, q: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """The kernel's output buffer: `out` if it matches q's shape and dtype, else a new contiguous one."""
+    if out is None:
+        return torch.empty_like(q, memory_format=torch.contiguous_format)
+    if out.shape != q.shape or out.dtype != q.dtype:
+        raise ValueError(f"{kernel}: out must be {tuple(q.shape)} {q.dtype}")
+    return out
+
+
 def check_forward_only(*tensors: torch.Tensor, module: nn.Module | None = None) -> None:
     """The kernels have no backward: refuse to run where autograd would need one."""
     if not torch.is_grad_enabled():

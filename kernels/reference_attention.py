@@ -23,6 +23,7 @@ from emo_rt.kernels._common import (
     dot_in_fp32,
     kernel_resources,
     online_softmax_step,
+    output_for,
     registers_per_thread,
 )
 
@@ -106,13 +107,9 @@ def reference_attention(q: torch.Tensor, k_self: torch.Tensor, v_self: torch.Ten
                          f"with C divisible by {num_heads} heads, got {tuple(q.shape)}, "
                          f"{tuple(k_self.shape)}, {tuple(v_self.shape)}")
     check_launch(q, k_self, v_self, *(t for t in (k_ref, v_ref) if t is not None))
-    if out is None:
-        out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    elif out.shape != q.shape or out.dtype != q.dtype:
-        raise ValueError(f"reference_attention: out must be {tuple(q.shape)} {q.dtype}")
-    if out.numel() == 0:
-        return out
-    _launch(q, k_self, v_self, k_ref, v_ref, out, num_frames, num_heads)
+    out = output_for("reference_attention", q, out)
+    if out.numel():
+        _launch(q, k_self, v_self, k_ref, v_ref, out, num_frames, num_heads)
     return out
 
 

@@ -28,6 +28,7 @@ from emo_rt.kernels._common import (
     fingerprint,
     kernel_resources,
     online_softmax_step,
+    output_for,
     registers_per_thread,
 )
 
@@ -120,13 +121,9 @@ def temporal_attention(q: torch.Tensor, k_frames: torch.Tensor, v_frames: torch.
             f"{tuple(k_motion.shape)}, pos_q {tuple(pos_q.shape)}, pos_k {tuple(pos_k.shape)}, "
             f"heads {num_heads}")
     check_launch(q, k_frames, v_frames, k_motion, v_motion)
-    if out is None:
-        out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    elif out.shape != q.shape or out.dtype != q.dtype:
-        raise ValueError(f"temporal_attention: out must be {tuple(q.shape)} {q.dtype}")
-    if out.numel() == 0:
-        return out
-    _launch(q, k_frames, v_frames, k_motion, v_motion, pos_q, pos_k, pos_v, num_heads, out)
+    out = output_for("temporal_attention", q, out)
+    if out.numel():
+        _launch(q, k_frames, v_frames, k_motion, v_motion, pos_q, pos_k, pos_v, num_heads, out)
     return out
 
 

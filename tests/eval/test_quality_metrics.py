@@ -72,6 +72,20 @@ def test_roc_auc_of_separated_overlapping_and_tied_scores():
     assert roc_auc(np.array([0.9, 0.3]), np.array([0.5, 0.1])) == 0.75
 
 
+def test_identity_card_names_corpora_by_their_folders_not_this_machines_paths():
+    from emo_rt.training.release.train_evaluator import identity_card
+
+    record = {"parameters": 960_000, "train_identities": 368, "train_frames": 14912, "steps": 2000, "batch": 128,
+              "lr": 0.003, "train_seconds": 2052.0,
+              "corpora": [["/root/runs/corpus/shards", "/root/runs/corpus/synth"],
+                          ["/root/runs/corpus1/shards", "/root/runs/corpus1/synth"]]}
+    figures = {"test": {"identities": 6, "frames": 504, "auc": 1.0, "same_cosine": 0.93, "different_cosine": 0.03}}
+    card = identity_card({"identity": record, "identity_figures": figures})
+    assert "--data corpus/shards --corpus corpus/synth" in card
+    assert "--identity-data corpus1/shards corpus1/synth" in card
+    assert "/root" not in card
+
+
 @pytest.mark.slow
 def test_shipped_identity_embedding_ranks_copy_blur_and_another_identity(small_corpus, evaluator):
     """On a corpus seed the evaluator never saw: each clip's own frames are more like its reference

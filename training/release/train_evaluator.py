@@ -205,6 +205,11 @@ what the eval's brow r measures. Blink and pose are not driven by the audio in t
 """
 
 
+def _short(path: str) -> str:
+    """A recorded folder as the card shows it: its last two parts (`corpus1/shards`)."""
+    return f"{Path(path).parent.name}/{Path(path).name}"
+
+
 def identity_card(result: dict) -> str:
     """The card's identity-embedding section (empty without one)."""
     record, figures_ = result.get("identity"), result.get("identity_figures")
@@ -212,7 +217,8 @@ def identity_card(result: dict) -> str:
         return ""
     rows = "\n".join(f"| {split} | {f['identities']} | {f['frames']} | {f['auc']:.4f} | {f['same_cosine']:.3f} | "
                      f"{f['different_cosine']:.3f} |" for split, f in figures_.items() if f.get("auc") is not None)
-    corpora = ", ".join(f"`{Path(corpus).parent.name}/{Path(corpus).name}`" for _, corpus in record["corpora"])
+    short = [(_short(shards), _short(corpus)) for shards, corpus in record["corpora"]]  # not this machine's paths
+    corpora = ", ".join(f"`{corpus}`" for _, corpus in short)
     return f"""## Identity embedding (identity similarity, a CSIM analogue)
 
 A {record['parameters'] / 1e6:.2f}M-parameter CNN (`emo_rt/eval/identity.py`) maps the face crop (the
@@ -222,8 +228,8 @@ over the **train-split identities only** of {corpora} ({record['train_identities
 {record['train_frames']} frames, every 3rd frame of each clip), {record['steps']} steps of batch {record['batch']},
 lr {record['lr']}, {record['train_seconds'] / 60:.1f} min on the 2-core CPU box. Same vs different identity,
 random frame pairs of real held-out videos (identities never trained on). Made with:
-`emo-rt train-evaluator --data {record['corpora'][0][0]} --corpus {record['corpora'][0][1]} --part identity
-{' '.join(f'--identity-data {s} {c}' for s, c in record['corpora'][1:])} --identity-steps {record['steps']}`
+`emo-rt train-evaluator --data {short[0][0]} --corpus {short[0][1]} --part identity
+{' '.join(f'--identity-data {s} {c}' for s, c in short[1:])} --identity-steps {record['steps']}`
 
 | split | identities | frames | ROC AUC | same-identity cosine | different-identity cosine |
 | --- | --- | --- | --- | --- | --- |

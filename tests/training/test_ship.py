@@ -91,13 +91,15 @@ def test_model_card_is_written_from_the_measurements(run_dir, tmp_path):
     assert "84% of the oracle" in text and "--drift-seconds 60" in text and "(15 min on" in text
     assert "renders by default (its `render.json`) with ddim 40 steps" in text  # no render.json: the library's
     assert "train/val/test 2/1/1" in text
+    assert "from random init with `training/recipes/tiny.yaml`" in text  # the default recipe
     assert card_main([str(out), "--report", str(tmp_path / "missing"), "--corpus", str(corpus)]) == 2
     assert (out / "README.md").read_text() == text  # a failed run leaves the card as it was
     previous = dict(report, rows={**report["rows"], "model": {"lip_r": 0.5, "offset": 1, "brow_r": 0.1}})
     (tmp_path / "previous").mkdir()
     (tmp_path / "previous" / "report.json").write_text(json.dumps(previous))
     assert card_main([str(out), "--report", str(tmp_path / "report"), "--corpus", str(corpus),
-                      "--baseline", str(tmp_path / "previous")]) == 0
+                      "--baseline", str(tmp_path / "previous"), "--recipe", "lab/recipes/tiny_v1.yaml"]) == 0
     lines = (out / "README.md").read_text().splitlines()
+    assert sum("lab/recipes/tiny_v1.yaml" in line for line in lines) == 2  # header and training command
     model_line = lines.index(next(line for line in lines if line.startswith("| model | 0.800")))
     assert lines[model_line + 1].startswith("| previous model | 0.500 | +1 | 0.100 |")

@@ -52,20 +52,24 @@ def training_table(stages: list[dict]) -> str:
     return "\n".join(lines)
 
 
+DEFAULT_RECIPE = "training/recipes/tiny.yaml"
+
+
 def card(model_dir: Path, report: dict, corpora: dict[str, dict], notes: str = "",
-         baseline: dict | None = None) -> str:
-    """The card's Markdown: what the model is, its corpora (folder -> manifest), training and
-    evaluation (the eval report's tables, with `baseline`'s model row beside it when given), limits."""
+         baseline: dict | None = None, recipe: str = DEFAULT_RECIPE) -> str:
+    """The card's Markdown: what the model is (trained with `recipe`, as the repository names it), its
+    corpora (folder -> manifest), training and evaluation (the eval report's tables, with `baseline`'s
+    model row beside it when given), limits."""
     config = _read_json(model_dir / "config.json", "model config")
     summary = _read_json(model_dir / "training.json", "training summary (written by ship)")
-    sections = [_header(model_dir, config), _corpus(corpora), _training(summary),
+    sections = [_header(model_dir, config, recipe), _corpus(corpora), _training(summary, recipe),
                 _evaluation(report, baseline), _limits(config)]
     if notes.strip():
         sections.append(notes.strip())
     return "\n\n".join(sections) + "\n"
 
 
-def _header(model_dir: Path, config: dict) -> str:
+def _header(model_dir: Path, config: dict, recipe: str) -> str:
     from emo_rt.pipeline import model_render_settings
 
     size_mb = sum(f.stat().st_size for f in model_dir.rglob("*.safetensors")) / 2**20
@@ -73,7 +77,7 @@ def _header(model_dir: Path, config: dict) -> str:
     render = model_render_settings(model_dir)
     return (f"# emo-rt default model\n\nThe model `emo-rt render` uses when `--weights` is not given: the `tiny` "
             f"preset ({r}x{r} frames, {config.get('fps', 25)} fps, {config.get('num_frames', '?')}-frame windows), fp16 "
-            f"safetensors, {size_mb:.1f} MB. Trained by us from random init with `training/recipes/tiny.yaml`; no "
+            f"safetensors, {size_mb:.1f} MB. Trained by us from random init with `{recipe}`; no "
             f"outside weights or data. It renders by default (its `render.json`) with {render.scheduler} "
             f"{render.steps} steps, cfg {render.cfg:g}, each window starting from the {render.start}.")
 
@@ -94,7 +98,7 @@ def _corpus(corpora: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _training(summary: dict) -> str:
+def _training(summary: dict, recipe: str) -> str:
     from emo_rt.runtime.machine import describe
 
     run_dir = Path(summary.get("source", "runs/tiny/stage3/model")).parent.parent
@@ -102,7 +106,7 @@ def _training(summary: dict) -> str:
     where = (f"a {describe(machines[0])} CPU machine, no GPU" if machines
              else "the project's 2-core CPU machine, no GPU")
     return ("## Training\n\nEach stage ran as `OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 -m "
-            f"emo_rt.training.trainer --recipe training/recipes/tiny.yaml --stage K --data DATA --out {run_dir} "
+            f"emo_rt.training.trainer --recipe {recipe} --stage K --data DATA --out {run_dir} "
             f"--resume` (DATA: the table's data column) on {where}, shared with other work; training time is the "
             "sum of the logged step times over every resumed run (start-up, caches, previews and checkpoints not "
             "included).\n\n" + training_table(summary["stages"]))
@@ -146,7 +150,8 @@ def _limits(config: dict) -> str:
 
 
 def write_card(model_dir: str | Path, report_dir: str | Path, corpus_dirs,
-               notes_path: str | Path | None = None, baseline_dir: str | Path | None = None) -> Path:
+               notes_path: str | Path | None = None, baseline_dir: str | Path | None = None,
+               recipe: str = DEFAULT_RECIPE) -> Path:
     """README.md in `model_dir` from the eval report in `report_dir` and the manifests in
     `corpus_dirs` (one folder or several; and `baseline_dir`'s report, the previous model's, as a row
     beside it)."""
@@ -160,7 +165,7 @@ def write_card(model_dir: str | Path, report_dir: str | Path, corpus_dirs,
     corpus_dirs = [corpus_dirs] if isinstance(corpus_dirs, (str, Path)) else list(corpus_dirs)
     corpora = {str(d): _read_json(Path(d) / "manifest.json", "corpus manifest") for d in corpus_dirs}
     baseline = _read_json(Path(baseline_dir) / "report.json", "baseline eval report") if baseline_dir else None
-    text = card(model_dir, report, corpora, notes, baseline)
+    text = card(model_dir, report, corpora, notes, baseline, recipe)
     path = model_dir / "README.md"
     with atomic_output(path, "model card") as tmp:
         tmp.write_text(text)

@@ -291,7 +291,6 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(), out
     if options.threads:
         torch.set_num_threads(options.threads)
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="emo-rt-bench-") as scratch_name:
         scratch = Path(scratch_name)
         result: dict = {"machine": machine(), "load_average_start": os.getloadavg(), "model_dir": str(model_dir),
@@ -332,6 +331,7 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(), out
             for name in backends}
         result["summary"] = summarise(result, options)
         result["load_average_end"] = os.getloadavg()
+    out_dir.mkdir(parents=True, exist_ok=True)  # made only now: an error or a signal before leaves no folder
     write_json_atomic(out_dir / "bench.json", result, indent=2, default=str, allow_nan=False)
     plot(result, out_dir / "bench.png")
     return result

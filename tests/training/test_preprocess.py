@@ -27,8 +27,6 @@ from emo_rt.training.data.preprocess.evaluate import compare_with_sidecars
 from emo_rt.training.data.preprocess.sources import find_sources
 from emo_rt.training.data.speed_buckets import fit_speed_buckets
 
-pytest.importorskip("mediapipe")
-
 NUM_CLIPS, SECONDS, SIZE, RESOLUTION = 10, 4.0, 256, 128
 FIRST_PART = 3  # corpus clips in the first (partial) run
 
@@ -107,6 +105,8 @@ def make_extras(corpus: Path, folder: Path) -> dict[str, str | None]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
+    # every test of this corpus runs preprocess's face stage; the units below need no mediapipe
+    pytest.importorskip("mediapipe", reason="preprocess finds faces with mediapipe (.ci/run installs it)")
     from emo_rt.training.data.synth import generate_corpus
 
     out = tmp_path_factory.mktemp("corpus")

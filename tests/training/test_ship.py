@@ -51,6 +51,17 @@ def test_over_the_size_limit_leaves_nothing(run_dir, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ship_through_the_installed_script(run_dir, tmp_path):
+    """`emo-rt ship`: the size limit is one line, exit 2, nothing written; then the model is shipped."""
+    from tests.cli.conftest import assert_error, assert_ok, emo_rt, files_under
+
+    assert_error(emo_rt("ship", run_dir, tmp_path / "small", "--max-mb", "1"), "over the 1 MB limit")
+    assert files_under(tmp_path) == []
+    shipped = emo_rt("ship", run_dir, tmp_path / "model")
+    assert_ok(shipped)
+    assert f"wrote {tmp_path / 'model'}" in shipped.stdout and (tmp_path / "model" / "training.json").is_file()
+
+
 def test_unfinished_run_is_refused(tmp_path):
     with pytest.raises(EmoError, match="not a finished stage 3 model"):
         ship(tmp_path, tmp_path / "default_model")

@@ -1,5 +1,6 @@
-"""Checkpoints and --resume: a run killed with SIGKILL continues on the same loss curve, and a
-checkpoint cut mid-write is never loaded."""
+"""Checkpoints and --resume: a run killed with SIGKILL, or stopped by Ctrl-C / SIGTERM through the
+installed `emo-rt train`, continues on the same loss curve, and a checkpoint cut mid-write is never
+loaded."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from emo_rt.training import checkpoint as ckpt
 from emo_rt.training.logs import read_losses
 from emo_rt.training.plan import stage_paths
 from emo_rt.training.trainer import train
+from tests.cli.conftest import SIGNALS, assert_ok, assert_stopped, emo_rt, interrupt, partials_under
 from tests.training.toy_data import toy_recipe, write_recipe
 
 
@@ -52,6 +54,27 @@ def test_sigkill_then_resume_continues_the_same_curve(toy, new_run, tmp_path):
 
     train(recipe, 1, toy["data"], killed, resume=True, progress=False)
     _assert_same_curve(reference, killed, steps)
+
+
+@SIGNALS
+def test_signal_stops_train_and_resume_continues_the_same_curve(signum, toy, new_run, tmp_path):
+    """`emo-rt train` stopped after its first checkpoint: one line, exit 130 / 143, its DataLoader
+    worker gone with it (interrupt() checks), no temporary checkpoint, no stage output; the
+    checkpoint it kept resumes (`emo-rt train --resume`) on the uninterrupted run's loss curve."""
+    steps = 8
+    recipe = write_recipe(tmp_path / "r.yaml", toy_recipe(steps=steps, checkpoint_every=3, num_workers=1))
+    reference = new_run(tmp_path / "reference")
+    train(recipe, 1, toy["data"], reference, progress=False)
+
+    stopped = new_run(tmp_path / "stopped")
+    first = stage_paths(stopped, 1).checkpoints / ckpt.checkpoint_name(3)
+    args = ("train", "--recipe", recipe, "--stage", "1", "--data", toy["data"], "--out", stopped, "--no-progress")
+    assert_stopped(interrupt(args, signum, ready=first.is_dir), signum)
+    assert partials_under(stopped) == [] and not stage_paths(stopped, 1).model.exists()
+    assert ckpt.latest_checkpoint(stage_paths(stopped, 1).checkpoints) is not None  # what --resume starts from
+
+    assert_ok(emo_rt(*args, "--resume"))
+    _assert_same_curve(reference, stopped, steps)
 
 
 def test_checkpoint_cut_mid_write_is_never_loaded(toy, new_run, tmp_path, monkeypatch):

@@ -1,0 +1,105 @@
+"""The commands without a test file of their own here (`train`, `eval`, `bench`, `ship`, `model-card`,
+`train-evaluator`, `serve`) through the installed script: bad arguments are one `emo-rt: error:`
+line naming the argument and its valid range, exit 2, before any import of the model stack; bad
+input is one line, exit 2, and no output folder is made. Their happy paths and signals are tested
+beside their code (tests/training, tests/eval, tests/runtime, tests/serve); bench's here."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cli.conftest import (
+    ENV,
+    SIGNALS,
+    appeared,
+    assert_error,
+    assert_ok,
+    assert_stopped,
+    emo_rt,
+    files_under,
+    interrupt,
+)
+
+BAD_ARGUMENTS = [
+    (("train", "--recipe", "tiny", "--stage", "5", "--data", "d", "--out", "r"),
+     "argument --stage: invalid choice: 5 (choose from 0, 1, 2, 3, 4)"),
+    (("train", "--recipe", "tiny", "--stage", "x", "--data", "d", "--out", "r"), "argument --stage: invalid int value"),
+    (("train", "--stage", "1", "--data", "d", "--out", "r"), "the following arguments are required: --recipe"),
+    (("eval", "--data", "d", "--corpus", "c", "--out", "r", "--clip-seconds", "0"),
+     "argument --clip-seconds: 0 is out of range: give a finite number > 0"),
+    (("eval", "--data", "d", "--corpus", "c", "--out", "r", "--speeds", "1,nan"),
+     "argument --speeds: nan is out of range: give a finite number >= 0 and <= 10"),
+    (("eval", "--data", "d", "--corpus", "c", "--out", "r", "--steps", "0"), "argument --steps: 0 is out of range"),
+    (("bench", "--steps", "0"), "argument --steps: 0 is out of range: give an integer >= 1 and <= 1000"),
+    (("bench", "--cfg", "nan"), "argument --cfg: nan is out of range: give a finite number >= 0 and <= 30"),
+    (("bench", "--seconds", "0"), "argument --seconds: 0 is out of range: give a finite number > 0 and <= 600"),
+    (("bench", "--rounds", "0"), "argument --rounds"),
+    (("bench", "--backend", "tensorrt"), "argument --backend: invalid choice: 'tensorrt'"),
+    (("bench", "--weights", "w", "--preset", "tiny"), "argument --preset: not allowed with argument --weights"),
+    (("ship", "run", "out", "--max-mb", "0"), "argument --max-mb: 0 is out of range: give a finite number > 0"),
+    (("ship", "run", "out", "--stage", "7"), "argument --stage: invalid choice: 7"),
+    (("model-card", "m", "--corpus", "c"), "the following arguments are required: --report"),
+    (("model-card", "m", "--report", "r", "--corpus", "c", "--bogus"), "unrecognized arguments: --bogus"),
+    (("train-evaluator", "--data", "d", "--corpus", "c", "--steps", "0"),
+     "argument --steps: 0 is out of range: give an integer >= 1"),
+    (("train-evaluator", "--data", "d", "--corpus", "c", "--lr", "nan"),
+     "argument --lr: nan is out of range: give a finite number > 0 and <= 1"),
+    (("train-evaluator", "--data", "d", "--corpus", "c", "--batch", "0"), "argument --batch"),
+    (("train-evaluator", "--data", "d", "--corpus", "c", "--part", "mouth"), "argument --part: invalid choice"),
+    (("serve", "--port", "0"), "argument --port: 0 is out of range: give an integer >= 1 and <= 65535"),
+    (("serve", "--port", "70000"), "argument --port: 70000 is out of range"),
+    (("serve", "--max-upload-mb", "nan"), "argument --max-upload-mb: nan is out of range"),
+    (("serve", "--max-queue", "0"), "argument --max-queue"),
+    (("serve", "--shutdown-grace", "-1"), "argument --shutdown-grace"),
+    (("serve", "--audio-chunk-seconds", "0.01"), "argument --audio-chunk-seconds: 0.01 is out of range"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_ARGUMENTS, ids=[" ".join(a) for a, _ in BAD_ARGUMENTS])
+def test_bad_argument(args, message, tmp_path):
+    assert_error(emo_rt(*args, cwd=tmp_path), message, only_line=True)
+    assert files_under(tmp_path) == []
+
+
+def _bad_inputs(tmp):
+    """(arguments, words of the error line) of each command, every path under `tmp` missing."""
+    return {
+        "train": (("train", "--recipe", tmp / "none.yaml", "--stage", "1", "--data", tmp, "--out", tmp / "run"),
+                  ["recipe", "not found"]),
+        "eval": (("eval", "--data", tmp / "none", "--corpus", tmp, "--out", tmp / "report", "-q"), ["--data"]),
+        "bench": (("bench", "--weights", tmp / "none", "--out", tmp / "bench", "-q"),
+                  ["model directory", "does not exist"]),
+        "ship": (("ship", tmp / "run", tmp / "model"), ["not a finished stage 3 model"]),
+        "model-card": (("model-card", tmp / "model", "--report", tmp / "report", "--corpus", tmp / "corpus"),
+                       ["eval report not found"]),
+        "train-evaluator": (("train-evaluator", "--data", tmp / "none", "--corpus", tmp / "corpus", "--out",
+                             tmp / "evaluator", "-q"), ["data folder", "not found"]),
+        "serve": (("serve", "--portraits", tmp / "none", "--port", "1"), ["--portraits", "not a directory"]),
+    }
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "bench", "ship", "model-card", "train-evaluator", "serve"])
+def test_bad_input_is_one_line_and_makes_no_folder(command, tmp_path):
+    args, words = _bad_inputs(tmp_path)[command]
+    assert_error(emo_rt(*args, cwd=tmp_path), *words)
+    assert files_under(tmp_path) == []  # bench's --out, eval's report, the run directory: none made
+
+
+def test_bench_quick_writes_its_files(tmp_path):
+    """The happy path on a random-init tiny model (CI benchmarks the shipped model after the tests)."""
+    result = emo_rt("bench", "--preset", "tiny", "--quick", "--threads", "1", "--out", tmp_path / "bench", "-q")
+    assert_ok(result)
+    assert files_under(tmp_path) == ["bench", "bench/bench.json", "bench/bench.png"]
+    assert "torch + overlap" in result.stdout and f"wrote {tmp_path / 'bench' / 'bench.json'}" in result.stdout
+
+
+@SIGNALS
+def test_bench_signal_leaves_no_output_and_no_scratch(signum, tmp_path):
+    """Ctrl-C / SIGTERM once the bench has made its scratch folder (a random-init tiny model is
+    loaded and measured from there): exit 130 / 143, one line, no --out folder, TMPDIR empty."""
+    tmp = tmp_path / "tmp"  # the command's TMPDIR: its scratch folders are seen, and must go
+    tmp.mkdir()
+    args = ("bench", "--preset", "tiny", "--quick", "--threads", "1", "--out", tmp_path / "bench")
+    stopped = interrupt(args, signum, ready=appeared(tmp, "emo-rt-bench-????????"), env={**ENV, "TMPDIR": str(tmp)})
+    assert_stopped(stopped, signum)
+    assert files_under(tmp_path) == ["tmp"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import socket
 import tempfile
 import threading
@@ -83,7 +84,10 @@ def serve(options: ServeOptions, say=print) -> None:
     grace = options.shutdown_grace
 
     class Server(uvicorn.Server):
+        stopped_by: int | None = None
+
         def handle_exit(self, sig, frame) -> None:  # SIGTERM / SIGINT, between two bytecodes of the main thread
+            self.stopped_by = sig
             # not here: the main thread may be inside the queue's lock
             threading.Thread(target=queue.shut_down, args=(grace,), name="emo-rt-serve-shutdown").start()
             super().handle_exit(sig, frame)
@@ -96,7 +100,10 @@ def serve(options: ServeOptions, say=print) -> None:
                 "(there is no authentication)")
         say(f"emo-rt serve: http://{_url_host(options.host)}:{options.port}/ ({weights.name}, "
             f"{settings.steps} steps, cfg {settings.cfg:g}, {pipeline.components.name}; POST /api/render for scripts)")
-        Server(config).run(sockets=[sock])
+        server = Server(config)
+        server.run(sockets=[sock])  # re-raises the signal that stopped it: KeyboardInterrupt, Terminated
+        if server.stopped_by == signal.SIGINT:  # SIGINT inherited ignored (started with `&` by a script): still 130
+            raise KeyboardInterrupt
     finally:
         queue.shut_down(grace)
         queue.close(timeout=grace + 30)

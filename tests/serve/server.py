@@ -1,5 +1,5 @@
 """`emo-rt serve` as a real process on 127.0.0.1 and a free port, for the tests: started with its own
-TMPDIR (so every temporary file it makes is seen), stopped with SIGTERM."""
+TMPDIR (so every temporary file it makes is seen), stopped with SIGTERM (or the signal asked for)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ignore_sigint() -> None:
+    """As a non-interactive shell starts a background job (`emo-rt serve &` in a script)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class ServerProcess:
-    def __init__(self, tmp: Path, *args: str, ready_seconds: float = 180.0):
+    def __init__(self, tmp: Path, *args: str, ready_seconds: float = 180.0, sigint_ignored: bool = False):
         self.tmp = tmp / "server-tmp"  # the server's TMPDIR: its scratch folder and anything else it writes
         self.tmp.mkdir(parents=True)
         self.log = tmp / "server.log"
@@ -30,7 +35,8 @@ class ServerProcess:
         env = {**os.environ, "TMPDIR": str(self.tmp), "OMP_NUM_THREADS": "1"}
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "emo_rt.cli", "serve", "--port", str(self.port),
-                                             "--threads", "1", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+                                             "--threads", "1", *args], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            preexec_fn=_ignore_sigint if sigint_ignored else None)
         deadline = time.monotonic() + ready_seconds
         while True:
             if self.process.poll() is not None:
@@ -63,9 +69,9 @@ class ServerProcess:
             found.append(str(relative))
         return found
 
-    def stop(self, timeout: float = 90.0) -> int:
+    def stop(self, timeout: float = 90.0, signum: int = signal.SIGTERM) -> int:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signum)
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -1,17 +1,31 @@
-"""SIGTERM stops `emo-rt serve` cleanly: the render in flight finishes within --shutdown-grace or is
-stopped with a clear status, waiting renders fail with one, open requests are answered, every
-temporary file goes, and the process exits 143."""
+"""SIGTERM and Ctrl-C (SIGINT) stop `emo-rt serve` cleanly: the render in flight finishes within
+--shutdown-grace or is stopped with a clear status, waiting renders fail with one, open requests are
+answered, every temporary file goes, and the process exits 143 (SIGTERM) or 130 (SIGINT) with the
+CLI's one line."""
 
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 
+import pytest
 import requests
 
 from tests.serve.server import ServerProcess
 from tests.serve.test_api import check_mp4, wav_bytes
+
+EXIT = {signal.SIGINT: (130, "emo-rt: interrupted"), signal.SIGTERM: (143, "emo-rt: terminated")}
+SIGNALS = pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+
+
+def assert_stopped(server, code: int, signum: int) -> None:
+    """The signal's exit code and its one `emo-rt:` line, no traceback."""
+    output = server.output()
+    lines = [line for line in output.splitlines() if line.startswith("emo-rt:")]
+    assert code == EXIT[signum][0] and len(lines) == 1 and lines[0].startswith(EXIT[signum][1]), output
+    assert "Traceback" not in output, output
 
 
 def post_render(server, face: bytes, seconds: float, fields: dict, out: dict) -> threading.Thread:
@@ -47,7 +61,8 @@ def last_status(server, job: str, out: dict) -> threading.Thread:
     return thread
 
 
-def test_sigterm_stops_the_render_in_flight_and_fails_the_waiting_one(prosody_model_dir, face_png, tmp_path):
+@SIGNALS
+def test_signal_stops_the_render_in_flight_and_fails_the_waiting_one(prosody_model_dir, face_png, tmp_path, signum):
     face = face_png.read_bytes()
     with ServerProcess(tmp_path, "--weights", str(prosody_model_dir), "--shutdown-grace", "0") as server:
         running: dict = {}
@@ -60,32 +75,39 @@ def test_sigterm_stops_the_render_in_flight_and_fails_the_waiting_one(prosody_mo
         follower = last_status(server, queued["id"], followed)
         time.sleep(0.5)
         signalled = time.monotonic()
-        code = server.stop()
+        code = server.stop(signum=signum)
         stopped_in = time.monotonic() - signalled
         renderer.join(60)
         follower.join(60)
-        assert code == 143, server.output()
-        assert "emo-rt: terminated" in server.output()
+        assert_stopped(server, code, signum)
         answer = running["answer"]
         assert answer.status_code == 503
         assert answer.json() == {"error": "the server is shutting down: the render was stopped"}
         assert followed["status"]["state"] == "failed"
         assert followed["status"]["error"] == "the server is shutting down: the render did not start"
         assert list(server.tmp.iterdir()) == []  # uploads, mp4s, the scratch folder: all gone
-        print(f"SIGTERM to exit: {stopped_in:.1f} s")
+        print(f"{signal.Signals(signum).name} to exit: {stopped_in:.1f} s")
         assert stopped_in < 30
 
 
-def test_sigterm_lets_a_render_finish_within_the_grace(prosody_model_dir, face_png, tmp_path):
+@SIGNALS
+def test_signal_lets_a_render_finish_within_the_grace(prosody_model_dir, face_png, tmp_path, signum):
     face = face_png.read_bytes()
     with ServerProcess(tmp_path, "--weights", str(prosody_model_dir), "--shutdown-grace", "300") as server:
         running: dict = {}
         renderer = post_render(server, face, 1.0, {"steps": "2", "cfg": "1"}, running)
         wait_rendering(server)
-        code = server.stop()
+        code = server.stop(signum=signum)
         renderer.join(60)
-        assert code == 143, server.output()
+        assert_stopped(server, code, signum)
         answer = running["answer"]
         assert answer.status_code == 200, answer.text
         check_mp4(answer.content, 1.0, tmp_path, "finished.mp4")
+        assert list(server.tmp.iterdir()) == []
+
+
+def test_sigint_is_130_when_started_with_it_ignored(prosody_model_dir, tmp_path):
+    """uvicorn stops on SIGINT even when the process inherited it ignored; serve then still exits 130."""
+    with ServerProcess(tmp_path, "--weights", str(prosody_model_dir), sigint_ignored=True) as server:
+        assert_stopped(server, server.stop(signum=signal.SIGINT), signal.SIGINT)
         assert list(server.tmp.iterdir()) == []

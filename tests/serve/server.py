@@ -20,11 +20,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ignore_sigint() -> None:
-    """As a non-interactive shell starts a background job (`emo-rt serve &` in a script)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 class ServerProcess:
     def __init__(self, tmp: Path, *args: str, ready_seconds: float = 180.0, sigint_ignored: bool = False):
         self.tmp = tmp / "server-tmp"  # the server's TMPDIR: its scratch folder and anything else it writes
@@ -34,9 +29,10 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "TMPDIR": str(self.tmp), "OMP_NUM_THREADS": "1"}
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "emo_rt.cli", "serve", "--port", str(self.port),
-                                             "--threads", "1", *args], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            preexec_fn=_ignore_sigint if sigint_ignored else None)
+            command = [sys.executable, "-m", "emo_rt.cli", "serve", "--port", str(self.port), "--threads", "1", *args]
+            if sigint_ignored:  # as a script's `emo-rt serve &` starts it
+                command = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + ready_seconds
         while True:
             if self.process.poll() is not None:

@@ -141,21 +141,24 @@ def plot(report: dict, path: Path) -> None:
 
 
 def check_out_dir(out_dir: str | Path) -> Path:
-    """Create the report folder (its parent must exist); InputError when it cannot be written."""
+    """The report folder checked before any work (its parent must exist; InputError when it cannot
+    be written). Creates nothing: an eval that fails or is stopped leaves no empty folder."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file: give a folder for the report")
     if not out.parent.is_dir():
         raise InputError(f"--out {out}: its parent folder {out.parent} does not exist")
-    out.mkdir(exist_ok=True)
-    from emo_rt.io.files import check_output_path
+    from emo_rt.io.files import check_output_dir, check_output_path
 
-    check_output_path(out / "report.json", "report")
+    check_output_dir(out, "--out")
+    if out.is_dir():
+        check_output_path(out / "report.json", "report")
     return out
 
 
 def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
     out = check_out_dir(out_dir)
+    out.mkdir(exist_ok=True)
     paths = {"json": out / "report.json", "md": out / "report.md", "png": out / "curves.png"}
     with atomic_output(paths["json"], "report") as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n")

@@ -5,6 +5,7 @@ synthetic corpus from `emo-rt synth-data`) with one torch thread."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -92,13 +93,15 @@ def live_members(group: int) -> list[int]:
 
 
 def interrupt(args, signum: int, ready: Callable[[], bool], cwd: Path | None = None, env: dict | None = None,
-              start_timeout: float = 300, stop_timeout: float = 60) -> Result:
+              start_timeout: float = 300, stop_timeout: float = 60, stdout: Path | None = None) -> Result:
     """Start `emo-rt ARGS...` in its own session, wait until `ready()`, send it `signum` (to the
     process alone, as `kill PID`, a service manager or a job scheduler does), and wait for it.
-    Fails if the command ends before it is ready, or if any process it started outlives it."""
+    Fails if the command ends before it is ready, or if any process it started outlives it. With
+    `stdout`, the command prints into that file, so that `ready()` can watch its progress."""
     assert EMO_RT is not None
-    process = subprocess.Popen([EMO_RT, *map(str, args)], cwd=cwd, env=env or ENV, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    with open(stdout, "w") if stdout is not None else contextlib.nullcontext(subprocess.PIPE) as sink:
+        process = subprocess.Popen([EMO_RT, *map(str, args)], cwd=cwd, env=env or ENV, stdout=sink,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + start_timeout
         while not ready():
@@ -114,6 +117,8 @@ def interrupt(args, signum: int, ready: Callable[[], bool], cwd: Path | None = N
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    if stdout is not None:
+        out = Path(stdout).read_text()
     deadline = time.monotonic() + 10  # stopped workers may take a moment to be reaped
     while live_members(process.pid) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -1,5 +1,5 @@
-"""`emo-rt eval` end to end on a tiny random-init model (one short clip, one denoising step), and
-its one-line errors on bad input."""
+"""`emo-rt eval` end to end on a tiny random-init model (one short clip, one denoising step), its
+one-line errors on bad input, and SIGINT / SIGTERM mid-render through the installed script."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from emo_rt.cli import main
+from tests.cli.conftest import ENV, SIGNALS, assert_stopped, files_under, interrupt
 
 QUICK = ["--clips", "1", "--clip-seconds", "1", "--steps", "1", "--drift-seconds", "0.64",
          "--speeds", "0.1,1.0", "--speed-seconds", "0.64", "-q"]
@@ -40,6 +41,22 @@ def test_eval_writes_the_report(small_corpus, tiny_model_dir, tmp_path, capsys):
     assert report["drift"]["frames"] == 16 and report["drift"]["window"] == 8
     assert report["speed_control"]["speeds"] == [0.1, 1.0] and len(report["speed_control"]["measured"]) == 2
     assert [t["frames"] for t in report["timings"]["renders"]] == [25, 16, 16, 16]
+
+
+@SIGNALS
+def test_signal_mid_render_leaves_no_report(signum, small_corpus, tiny_model_dir, tmp_path):
+    """Stopped while it renders: exit 130 / 143 with one line, no report folder, no temporary file."""
+    shards, corpus = small_corpus
+    printed, out, tmp = tmp_path / "stdout.txt", tmp_path / "report", tmp_path / "tmp"
+    tmp.mkdir()  # the command's TMPDIR: anything it makes there must go
+    args = ("eval", "--weights", tiny_model_dir, "--data", shards, "--corpus", corpus, "--out", out, "--clips", "1",
+            "--clip-seconds", "1", "--steps", "1", "--drift-seconds", "120", "--speeds", "1.0", "--threads", "1")
+    # the clip's line is printed when its render ends: the 120 s drift render (minutes here) has begun
+    stopped = interrupt(args, signum, ready=lambda: printed.exists() and "clip c" in printed.read_text(),
+                        env={**ENV, "TMPDIR": str(tmp)}, stdout=printed)
+    assert_stopped(stopped, signum)
+    assert "drift 120 s:" not in stopped.stdout  # stopped inside the drift render (its line comes at its end)
+    assert files_under(tmp_path) == ["stdout.txt", "tmp"]
 
 
 def run_error(argv, capsys) -> str:

@@ -218,6 +218,8 @@ def _model_card(args) -> int:
 
 
 def _train_evaluator(args) -> int:
+    if args.out is not None:
+        _check_output_dir(args.out, "--out")
     from emo_rt.training.release.train_evaluator import run
 
     _torch(args.threads)

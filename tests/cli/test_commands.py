@@ -2,12 +2,19 @@
 `train-evaluator`, `serve`) through the installed script: bad arguments are one `emo-rt: error:`
 line naming the argument and its valid range, exit 2, before any import of the model stack; bad
 input is one line, exit 2, and no output folder is made. Their happy paths and signals are tested
-beside their code (tests/training, tests/eval, tests/runtime, tests/serve); bench's here."""
+beside their code (tests/training, tests/eval, tests/runtime, tests/serve); bench's and
+train-evaluator's here (train-evaluator on the shared shards fixture)."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
+import numpy as np
 import pytest
 
+from emo_rt.eval.data import LABELS
+from emo_rt.eval.evaluator import Evaluator
 from tests.cli.conftest import (
     ENV,
     SIGNALS,
@@ -103,3 +110,52 @@ def test_bench_signal_leaves_no_output_and_no_scratch(signum, tmp_path):
     stopped = interrupt(args, signum, ready=appeared(tmp, "emo-rt-bench-????????"), env={**ENV, "TMPDIR": str(tmp)})
     assert_stopped(stopped, signum)
     assert files_under(tmp_path) == ["tmp"]
+
+
+TINY_EVALUATOR = ("--steps", "3", "--batch", "4", "--identity-steps", "3")
+
+
+@pytest.fixture(scope="module")
+def trained_evaluator(shards, corpus, tmp_path_factory):
+    """A 3 + 3-step `emo-rt train-evaluator` run into a new --out (its happy path)."""
+    out = tmp_path_factory.mktemp("evaluator") / "evaluator"
+    assert_ok(emo_rt("train-evaluator", "--data", shards, "--corpus", corpus, "--out", out, *TINY_EVALUATOR, "-q"))
+    return out
+
+
+def test_train_evaluator_writes_an_evaluator_that_loads(trained_evaluator, shards, corpus, tmp_path):
+    """Both networks, their configs, training.json and the card, and they load and read frames; an
+    --out that is a file is one line before any work."""
+    assert files_under(trained_evaluator) == ["README.md", "evaluator.json", "evaluator.safetensors",
+                                              "identity.json", "identity.safetensors", "training.json"]
+    evaluator = Evaluator.from_pretrained(trained_evaluator)
+    assert evaluator.identity is not None
+    frames = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), np.uint8)
+    assert evaluator.predict(frames).shape == (2, len(LABELS))
+    training = json.loads((trained_evaluator / "training.json").read_text())
+    assert training["steps"] == 3 and training["identity"]["steps"] == 3 and training["test"]["mouth_open"]["clips"] == 1
+    assert (trained_evaluator / "README.md").read_text().startswith("# Face evaluator")
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    assert_error(emo_rt("train-evaluator", "--data", shards, "--corpus", corpus, "--out", taken, "-q"), "--out")
+    assert taken.read_text() == "x"
+
+
+@SIGNALS
+def test_train_evaluator_signal_leaves_the_out_as_it_was(signum, trained_evaluator, shards, corpus, tmp_path):
+    """Stopped once the new label network is written, while the identity embedding trains (for
+    hours): exit 130 / 143, one line, --out byte for byte as it was, no partial copy beside it."""
+    out = tmp_path / "evaluator"
+    shutil.copytree(trained_evaluator, out)
+    before = {name: (out / name).read_bytes() for name in files_under(out)}
+    args = ("train-evaluator", "--data", shards, "--corpus", corpus, "--out", out, "--steps", "3", "--batch", "4",
+            "--seed", "1", "--identity-steps", "1000000")  # another seed: other label weights
+
+    def labels_written() -> bool:  # into --out, or into a copy of it
+        return any(path.read_bytes() != before["evaluator.safetensors"]
+                   for path in tmp_path.rglob("evaluator.safetensors"))
+
+    stopped = interrupt(args, signum, ready=labels_written)
+    assert_stopped(stopped, signum)
+    assert {name: (out / name).read_bytes() for name in files_under(out)} == before
+    assert files_under(tmp_path) == ["evaluator", *(f"evaluator/{name}" for name in before)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from emo_rt.eval.evaluator import (
 )
 from emo_rt.eval.identity import IdentityConfig
 from emo_rt.eval.metrics import pearson, varies
-from emo_rt.io.files import write_json_atomic, write_text_atomic
+from emo_rt.io.files import atomic_directory, write_json_atomic, write_text_atomic
 from emo_rt.runtime.progress import progress_bar
 from emo_rt.training.release.train_identity import identity_figures, train_identity
 
@@ -243,20 +244,24 @@ def run(data: str | Path, corpus: str | Path, out: str | Path | None, steps: int
         identity_data: list[tuple[str, str]] = (), identity_steps: int = 3000) -> dict:
     """`emo-rt train-evaluator`: train the label network and/or (`part`) the identity embedding of the
     evaluator in `out` (default: the one shipped in the package), or with `figures_only` re-score it.
-    `identity_data`: more (shards, corpus) pairs whose train-split identities the embedding learns."""
+    `identity_data`: more (shards, corpus) pairs whose train-split identities the embedding learns.
+    The run works on a copy of `out` that replaces it at the end: an error or a signal leaves it as it was."""
     cv2.setNumThreads(1)
     out = Path(out) if out is not None else WEIGHTS_DIR
     held_out = HeldOutData(data, corpus)
-    if figures_only:
-        return write_card(out, held_out, json.loads((out / "training.json").read_text()))
-    if part in ("all", "labels"):
-        result = train(Path(data), Path(corpus), out, steps, batch, lr, seed, progress=progress)
-    else:
-        result = json.loads((out / "training.json").read_text())
-    if part in ("all", "identity"):
-        extra = [HeldOutData(shards, c) for shards, c in identity_data]
-        embedder, result["identity"] = train_identity([held_out, *extra], identity_steps, 128, 3e-3, seed,
-                                                      progress=progress)
-        embedder.save_pretrained(out)
-        result = write_card(out, held_out, result)
-    return result
+    with atomic_directory(out) as staging:
+        if out.is_dir():
+            shutil.copytree(out, staging, dirs_exist_ok=True)  # what this run does not retrain stays
+        if figures_only:
+            return write_card(staging, held_out, json.loads((staging / "training.json").read_text()))
+        if part in ("all", "labels"):
+            result = train(Path(data), Path(corpus), staging, steps, batch, lr, seed, progress=progress)
+        else:
+            result = json.loads((staging / "training.json").read_text())
+        if part in ("all", "identity"):
+            extra = [HeldOutData(shards, c) for shards, c in identity_data]
+            embedder, result["identity"] = train_identity([held_out, *extra], identity_steps, 128, 3e-3, seed,
+                                                          progress=progress)
+            embedder.save_pretrained(staging)
+            result = write_card(staging, held_out, result)
+        return result

@@ -96,6 +96,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--colour-aug", action="store_true", help="permute and negate RGB channels per image")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (fast only where the CPU has AVX-512 BF16)")
+    p.add_argument("--latent-noise", type=float, default=0.0,
+                   help="half of each batch decodes latents + s * std(latents) * N(0, 1), s ~ U(0, this)")
+    p.add_argument("--freeze-encoder", action="store_true", help="train the decoder only (needs --init)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out).expanduser()
@@ -109,14 +112,18 @@ def main() -> None:
     torch.manual_seed(args.seed)
     vae = aelib.load(args.init) if args.init else aelib.build(args.candidate)
     vae.train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    if args.freeze_encoder and not args.init:
+        sys.exit("--freeze-encoder needs --init")
+    trained = vae.decoder.parameters() if args.freeze_encoder else vae.parameters()
+    optimizer = torch.optim.AdamW(trained, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     features = aelib.EvaluatorFeatures() if args.perceptual else None
     step, elapsed = 0, 0.0
     state_path = out / "state.pt"
     if args.resume and state_path.is_file():
         state = torch.load(state_path, weights_only=True)
         saved = state["args"]
-        for key in ("candidate", "batch", "crop", "lr", "edge", "perceptual", "kl", "seed", "warmup"):
+        for key in ("candidate", "batch", "crop", "lr", "edge", "perceptual", "kl", "seed", "warmup",
+                    "latent_noise", "freeze_encoder"):
             if saved[key] != getattr(args, key):
                 sys.exit(f"--resume: {key} was {saved[key]!r}, now {getattr(args, key)!r}")
         vae.load_state_dict(state["model"])
@@ -140,7 +147,13 @@ def main() -> None:
         noise = torch.randn((args.batch, aelib.latent_channels(vae), args.crop // 8, args.crop // 8),
                             generator=torch.Generator().manual_seed(args.seed * 1_000_003 + step))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            z, kl = aelib.encode(vae, images, sample_noise=noise)
+            with torch.set_grad_enabled(not args.freeze_encoder):
+                z, kl = aelib.encode(vae, images, sample_noise=noise)
+            if args.latent_noise:
+                g = torch.Generator().manual_seed(args.seed * 1_000_003 + step + 7)
+                scale = torch.rand(args.batch, generator=g) * args.latent_noise * z.detach().float().std()
+                scale = scale * (torch.arange(args.batch) % 2)  # even rows stay clean
+                z = z + scale[:, None, None, None] * torch.randn(z.shape, generator=g).to(z.dtype)
             rec = aelib.decode(vae, z).float()
         loss, stats = aelib.reconstruction_loss(rec, images, mask, args.edge, args.perceptual, features)
         if kl is not None:

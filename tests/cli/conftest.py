@@ -186,7 +186,7 @@ def corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def shards(corpus, tmp_path_factory) -> Path:
-    """The corpus preprocessed by `emo-rt preprocess` (mediapipe's face detector)."""
+    """The corpus preprocessed by `emo-rt preprocess` (mediapipe's face detector); its tests are slow."""
     pytest.importorskip("mediapipe", reason="preprocess finds faces with mediapipe (.ci/run installs it)")
     path = tmp_path_factory.mktemp("cli") / "shards"
     assert_ok(emo_rt("preprocess", corpus, path, "--workers", "1", "-q"))

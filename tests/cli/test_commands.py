@@ -123,6 +123,7 @@ def trained_evaluator(shards, corpus, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # the shards fixture: preprocess with mediapipe
 def test_train_evaluator_writes_an_evaluator_that_loads(trained_evaluator, shards, corpus, tmp_path):
     """Both networks, their configs, training.json and the card, and they load and read frames; an
     --out that is a file is one line before any work."""
@@ -141,6 +142,7 @@ def test_train_evaluator_writes_an_evaluator_that_loads(trained_evaluator, shard
     assert taken.read_text() == "x"
 
 
+@pytest.mark.slow  # the shards fixture: preprocess with mediapipe
 @SIGNALS
 def test_train_evaluator_signal_leaves_the_out_as_it_was(signum, trained_evaluator, shards, corpus, tmp_path):
     """Stopped once the new label network is written, while the identity embedding trains (for

@@ -72,6 +72,7 @@ def test_synth_data_signal_stops_the_workers(signum, tmp_path):
 
 
 # ---- preprocess ----------------------------------------------------------------------------------
+@pytest.mark.slow  # the shards fixture: preprocess with mediapipe
 def test_preprocess_writes_shards(shards, corpus):
     index = ShardIndex(shards)
     assert sorted(c.id for c in index.clips) == ["c00000", "c00001", "c00002"]
@@ -87,6 +88,7 @@ def test_preprocess_bad_argument(more, message, tmp_path):
     assert files_under(tmp_path) == []
 
 
+@pytest.mark.slow  # the shards fixture: preprocess with mediapipe
 def test_preprocess_bad_input(corpus, shards, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -43,6 +43,7 @@ def test_eval_writes_the_report(small_corpus, tiny_model_dir, tmp_path, capsys):
     assert [t["frames"] for t in report["timings"]["renders"]] == [25, 16, 16, 16]
 
 
+@pytest.mark.slow  # small_corpus: 4 clips x 3 s at 256 px, preprocessed
 @SIGNALS
 def test_signal_mid_render_leaves_no_report(signum, small_corpus, tiny_model_dir, tmp_path):
     """Stopped while it renders: exit 130 / 143 with one line, no report folder, no temporary file."""

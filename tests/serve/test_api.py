@@ -22,6 +22,8 @@ from emo_rt.io.video import read_video
 from emo_rt.pipeline import load_inputs
 from tests.serve.server import ServerProcess
 
+pytestmark = pytest.mark.slow  # every test shares one server process and its renders (16 concurrent ones among them)
+
 FAST = {"steps": "1", "cfg": "1"}
 MAX_SECONDS, MAX_UPLOAD_MB = 3.0, 1.0
 

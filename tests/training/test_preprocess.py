@@ -1,5 +1,6 @@
 """`preprocess` on a synthetic corpus (ground truth in its sidecars) plus bad input: face boxes,
-head speed, audio alignment, rejections with reasons, resuming after a partial and a killed run."""
+head speed, audio alignment, rejections with reasons, resuming after a partial and a killed run.
+The tests on the corpus (10 clips x 4 s, preprocessed twice) are slow; the units are not."""
 
 from __future__ import annotations
 
@@ -140,6 +141,7 @@ def runs(corpus, tmp_path_factory):
 
 # ---- end to end ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bad_input_is_reported_and_skipped(runs):
     report = runs["second"]
     reasons = {Path(r["source"]).name: r["reason"] for r in report.rejections}
@@ -152,6 +154,7 @@ def test_bad_input_is_reported_and_skipped(runs):
     assert "several faces 1" in report.summary()
 
 
+@pytest.mark.slow
 def test_resuming_keeps_finished_work(runs):
     first, second, out = runs["first"], runs["second"], runs["out"]
     assert first.processed == first.sources and first.resumed == 0
@@ -164,6 +167,7 @@ def test_resuming_keeps_finished_work(runs):
     assert not (out / ".work").exists()
 
 
+@pytest.mark.slow
 def test_face_boxes_match_the_sidecars(runs, corpus):
     result = compare_with_sidecars(runs["out"], corpus)
     print(result.summary())
@@ -171,17 +175,20 @@ def test_face_boxes_match_the_sidecars(runs, corpus):
     assert result.iou_rate >= 0.95
 
 
+@pytest.mark.slow
 def test_head_speed_ranks_like_the_truth(runs, corpus):
     result = compare_with_sidecars(runs["out"], corpus)
     assert result.speed_spearman >= 0.8
 
 
+@pytest.mark.slow
 def test_mouth_ground_truth_follows_the_shard_audio(runs, corpus):
     result = compare_with_sidecars(runs["out"], corpus)
     assert result.mouth_envelope_r >= 0.6
     assert result.mouth_envelope_r > result.mouth_envelope_r_shifted + 0.2  # and only when aligned
 
 
+@pytest.mark.slow
 def test_shards_follow_the_data_format(runs, corpus):
     index = ShardIndex(runs["out"])
     manifest = {row["clip_id"]: row for row in json.loads((corpus / "manifest.json").read_text())["clips"]}
@@ -208,6 +215,7 @@ def test_shards_follow_the_data_format(runs, corpus):
     assert abs(by_source["vfr.mp4"].num_frames - 80) <= 1  # 80 frames over 3.2 s on average
 
 
+@pytest.mark.slow
 def test_window_dataset_reads_the_preprocessed_shards(runs):
     from emo_rt.training.data.datasets import ClipWindowDataset
 
@@ -217,6 +225,7 @@ def test_window_dataset_reads_the_preprocessed_shards(runs):
     assert sample["audio"].shape == (16 * 640,) and sample["head_speed"].shape == (16,)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_without_redoing_clips(corpus, tmp_path):
     inp, out = tmp_path / "input", tmp_path / "out"
     (inp / "clips").mkdir(parents=True)
@@ -241,6 +250,7 @@ def test_a_killed_run_resumes_without_redoing_clips(corpus, tmp_path):
     assert sorted(ids) == ["c00002", "c00003", "c00004"]
 
 
+@pytest.mark.slow
 def test_frame_folders_without_audio(corpus, tmp_path):
     frames, _ = read_video(corpus / "clips" / "c00005.mp4")
     good, bad = tmp_path / "in" / "person_a" / "clip1", tmp_path / "in" / "person_b" / "clip1"
@@ -316,6 +326,7 @@ def test_find_sources_without_a_manifest(tmp_path):
     assert all("." not in s.id for s in sources.values())
 
 
+@pytest.mark.slow
 def test_long_sources_are_cut_into_segments_and_decoded_twice_alike(corpus):
     from emo_rt.training.data.preprocess.clip import ClipSettings, Source, process_source
 
@@ -333,6 +344,7 @@ def test_long_sources_are_cut_into_segments_and_decoded_twice_alike(corpus):
         assert np.array_equal(a.data.audio, b.data.audio)
 
 
+@pytest.mark.slow
 def test_finished_but_unpacked_work_is_packed_not_redone(corpus, tmp_path, monkeypatch):
     from emo_rt.training.data.preprocess import run
     from emo_rt.training.data.preprocess.clip import ClipSettings

@@ -9,6 +9,7 @@ change, and a render through the pipeline. The real capture runs in the CUDA tes
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import threading
@@ -135,6 +136,50 @@ def test_a_render_through_graphed_components_gives_the_same_frames(model, inputs
     frames = np.concatenate(list(graphed(inputs.reference, waveform, settings)))
     assert np.array_equal(frames, expected)
     assert capture.captures == 1 and capture.replays == settings.steps - 1
+
+
+def test_capture_is_thread_local_so_the_caller_thread_may_allocate_meanwhile():
+    """The overlap worker captures while the caller decodes: "global" would make that an error."""
+    assert CAPTURE_ERROR_MODE == "thread_local"
+
+
+def test_capture_cuda_graph_orders_its_side_stream_and_passes_the_error_mode(monkeypatch):
+    """CPU stand-ins for torch.cuda record what capture_cuda_graph does: the side stream waits on
+    the caller's before the capture, the caller's on the side stream after, and the capture gets
+    capture_error_mode="thread_local" and the side stream."""
+    events: list = []
+
+    class Stream:
+        def __init__(self, name: str = "side"):
+            self.name = name
+
+        def wait_stream(self, other):
+            events.append(("wait", self.name, other.name))
+
+    class Graph:
+        def replay(self):
+            events.append(("replay",))
+
+    @contextlib.contextmanager
+    def graph(cuda_graph, stream=None, capture_error_mode="global", **kwargs):
+        events.append(("capture", stream.name, capture_error_mode))
+        yield
+        events.append(("captured",))
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream("caller"))
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+
+    def launch():
+        events.append(("launch",))
+        return "static output"
+
+    replay, result = capture_cuda_graph(launch)
+    replay()
+    assert result == "static output"
+    assert events == [("wait", "side", "caller"), ("capture", "side", "thread_local"), ("launch",), ("captured",),
+                      ("wait", "caller", "side"), ("replay",)]
 
 
 # ---- on CUDA: the real capture -----------------------------------------------------------------

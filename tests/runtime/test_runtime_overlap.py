@@ -3,6 +3,7 @@ errors and early stops handed across the thread, and the guidance lever (one bat
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -104,6 +105,45 @@ def test_guidance_as_two_passes_matches_the_batched_pair(model, inputs):
     difference = np.abs(batched.astype(int) - two_passes).max()
     assert difference <= 2  # same maths, other GEMM shapes: rounding only
     assert np.abs(batched.astype(int) - unguided).max() > 10 * max(difference, 1)  # control: guidance matters
+
+
+def test_the_worker_stream_waits_on_the_caller_stream_before_the_worker_starts(monkeypatch):
+    """CPU stand-ins for torch.cuda's streams record the order: the worker's stream must wait on
+    the creating thread's current stream before the worker thread starts (later would race it)."""
+    events: list = []
+    caller = object()
+
+    class WorkerStream:
+        def __init__(self, device):
+            events.append(("stream", str(device)))
+
+        def wait_stream(self, other):
+            events.append(("wait", "caller" if other is caller else other))
+
+    def current_stream(device=None):
+        events.append(("current_stream", str(device)))
+        return caller
+
+    real_start = threading.Thread.start
+
+    def recording_start(thread):
+        if thread.name == "emo-rt-denoise":
+            events.append(("start",))
+        real_start(thread)
+
+    monkeypatch.setattr(torch.cuda, "Stream", WorkerStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
+
+    def produce(cancelled):
+        events.append(("produce",))
+        return iter(())
+
+    with Overlapped(produce, device="cuda") as windows:
+        assert list(windows) == []
+    assert events == [("stream", "cuda"), ("current_stream", "cuda"), ("wait", "caller"), ("start",),
+                      ("produce",)]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA stream/event hand-over needs a GPU")

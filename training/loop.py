@@ -24,6 +24,7 @@ from emo_rt.pipeline import write_model_render_settings
 from emo_rt.runtime.machine import machine
 from emo_rt.runtime.progress import progress_bar
 from emo_rt.training import checkpoint as ckpt
+from emo_rt.training.data.workers import quiet_when_the_trainer_is_gone
 from emo_rt.training.distributed import Distributed
 from emo_rt.training.initial import initial_model
 from emo_rt.training.logs import StepLog, contact_sheet, plot_losses
@@ -83,7 +84,8 @@ class Trainer:
             optim.load_state_dict(resume_state, dist.device)
             self.console.print(f"resuming stage {p.stage} from {p.checkpoint} (step {start})")
         loader = DataLoader(samples, batch_sampler=BatchKeys(stream, dist.rank, start, r.steps), collate_fn=collate,
-                            num_workers=r.num_workers, persistent_workers=r.num_workers > 0)
+                            num_workers=r.num_workers, persistent_workers=r.num_workers > 0,
+                            worker_init_fn=quiet_when_the_trainer_is_gone)
         log = self._open_log(start if resume_state else None)
         started = time.perf_counter()
         step_times = self._steps(dist.wrap(stage), stage, loader, optim, log, start, preview)

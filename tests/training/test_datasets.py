@@ -209,3 +209,18 @@ def test_audio_feature_cache_windows(root, tmp_path):
         assert np.allclose(sample["audio_features"][:, 0, 0].numpy(), expected)
     with pytest.raises(ValueError, match=r"expected \(1, 30, L, D\)"):
         write_audio_feature_cache(root, lambda w, n: torch.zeros(1, n + 1, 2, 3), tmp_path / "bad")
+
+
+def test_loader_workers_stay_quiet_only_about_the_trainer_being_gone(monkeypatch):
+    """The worker hook drops the broken pipe of a trainer that stopped mid-batch and reports any other
+    error through the hook that was there before."""
+    import sys
+
+    from emo_rt.training.data.workers import quiet_when_the_trainer_is_gone
+
+    reported = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, trace: reported.append(kind))
+    quiet_when_the_trainer_is_gone(0)
+    for error in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "reset"), ValueError("bad shard")):
+        sys.excepthook(type(error), error, None)
+    assert reported == [ValueError]

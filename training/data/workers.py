@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
@@ -45,3 +46,17 @@ def stop_workers(pool: ProcessPoolExecutor, grace_seconds: float = 5.0) -> None:
         if process.is_alive():
             process.kill()
             process.join()
+
+
+def quiet_when_the_trainer_is_gone(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: a worker whose trainer stopped (Ctrl-C, SIGTERM) while taking a
+    batch's shared-memory handle gets a broken pipe in multiprocessing's resource-sharer thread,
+    which reports it through `sys.excepthook` as a traceback after the trainer's one-line exit.
+    That connection error is expected there and is not printed; every other error still is."""
+    default_hook = sys.excepthook
+
+    def hook(kind, value, trace):
+        if not issubclass(kind, (BrokenPipeError, ConnectionResetError)):
+            default_hook(kind, value, trace)
+
+    sys.excepthook = hook

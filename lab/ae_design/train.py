@@ -97,7 +97,7 @@ def main() -> None:
     p.add_argument("--colour-aug", action="store_true", help="permute and negate RGB channels per image")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (fast only where the CPU has AVX-512 BF16)")
     p.add_argument("--latent-noise", type=float, default=0.0,
-                   help="half of each batch decodes latents + s * std(latents) * N(0, 1), s ~ U(0, this)")
+                   help="half of each batch decodes latents + s * (each channel's std) * N(0, 1), s ~ U(0, this)")
     p.add_argument("--freeze-encoder", action="store_true", help="train the decoder only (needs --init)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -151,9 +151,11 @@ def main() -> None:
                 z, kl = aelib.encode(vae, images, sample_noise=noise)
             if args.latent_noise:
                 g = torch.Generator().manual_seed(args.seed * 1_000_003 + step + 7)
-                scale = torch.rand(args.batch, generator=g) * args.latent_noise * z.detach().float().std()
+                scale = torch.rand(args.batch, generator=g) * args.latent_noise
                 scale = scale * (torch.arange(args.batch) % 2)  # even rows stay clean
-                z = z + scale[:, None, None, None] * torch.randn(z.shape, generator=g).to(z.dtype)
+                spread = z.detach().float().std(dim=(0, 2, 3), keepdim=True)  # (1, C, 1, 1): per channel, so
+                # no channel escapes the noise by growing
+                z = z + (scale[:, None, None, None] * spread * torch.randn(z.shape, generator=g)).to(z.dtype)
             rec = aelib.decode(vae, z).float()
         loss, stats = aelib.reconstruction_loss(rec, images, mask, args.edge, args.perceptual, features)
         if kl is not None:

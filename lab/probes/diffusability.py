@@ -87,7 +87,8 @@ def main() -> None:
         f, truth, drawn = probe(weights, clips, args.steps, args.seed, args.spacing)
         print(f"| {weights} | {f['latent channels']} | {f['x0 error']:.3f} | {f['roughness drawn/true']:.2f} | "
               f"{f['PSNR drawn']:.2f} | {f['PSNR round trip']:.2f} |", flush=True)
-        contact_sheet(np.concatenate([truth[:6], drawn[:6]]), f"{args.out}_{k}.png", label=f"{weights}: true (top), drawn")
+        contact_sheet(np.concatenate([truth[:6], drawn[:6]]), f"{args.out}_{k}.png",
+                      label=f"{weights}: true (top), drawn")
 
 
 if __name__ == "__main__":

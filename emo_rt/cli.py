@@ -417,8 +417,8 @@ def _add_release(sub) -> None:
                    help="the corpus folders the model was trained on (`emo-rt synth-data`; their manifest.json)")
     p.add_argument("--notes", help="a Markdown file appended to the card (what was seen beyond the table)")
     p.add_argument("--baseline", help="the previous model's eval report folder: its model row beside the new one")
-    p.add_argument("--recipe", default="training/recipes/tiny.yaml",
-                   help="the recipe the model was trained with, as the card names it")
+    p.add_argument("--recipe", help="the recipe the model was trained with, as the card names it "
+                   "(default: training/recipes/tiny.yaml)")
     p.set_defaults(run=_model_card)
 
     p = sub.add_parser("train-evaluator", help="release step: train the face evaluator on a corpus's train split")

@@ -14,6 +14,12 @@ from pathlib import Path
 from emo_rt.errors import InputError
 
 
+def short_name(path: str | os.PathLike[str]) -> str:
+    """A folder as cards name it: its last two parts (`corpus1/shards`), not this machine's path."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}"
+
+
 def check_input_file(path: str | os.PathLike[str], what: str) -> Path:
     """Return `path` as a Path if it is a readable, non-empty file; else raise InputError.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from emo_rt.errors import EmoError
 from emo_rt.eval.report import table
-from emo_rt.io.files import atomic_output
+from emo_rt.io.files import atomic_output, short_name
 
 STAGE_JOBS = {
     0: "the autoencoder on crops of corpus frames",
@@ -36,7 +36,7 @@ def _minutes(seconds: float | None) -> str:
 
 def _data_names(stage: dict) -> str:
     """The stage's --data folders as `corpus/shards` style names (the folder and its parent)."""
-    return " ".join("/".join(Path(d).parts[-2:]) for d in stage.get("data") or ["corpus/shards"])
+    return " ".join(short_name(d) for d in stage.get("data") or ["corpus/shards"])
 
 
 def training_table(stages: list[dict]) -> str:
@@ -151,7 +151,7 @@ def _limits(config: dict) -> str:
 
 def write_card(model_dir: str | Path, report_dir: str | Path, corpus_dirs,
                notes_path: str | Path | None = None, baseline_dir: str | Path | None = None,
-               recipe: str = DEFAULT_RECIPE) -> Path:
+               recipe: str | None = None) -> Path:
     """README.md in `model_dir` from the eval report in `report_dir` and the manifests in
     `corpus_dirs` (one folder or several; and `baseline_dir`'s report, the previous model's, as a row
     beside it)."""
@@ -165,7 +165,7 @@ def write_card(model_dir: str | Path, report_dir: str | Path, corpus_dirs,
     corpus_dirs = [corpus_dirs] if isinstance(corpus_dirs, (str, Path)) else list(corpus_dirs)
     corpora = {str(d): _read_json(Path(d) / "manifest.json", "corpus manifest") for d in corpus_dirs}
     baseline = _read_json(Path(baseline_dir) / "report.json", "baseline eval report") if baseline_dir else None
-    text = card(model_dir, report, corpora, notes, baseline, recipe)
+    text = card(model_dir, report, corpora, notes, baseline, recipe or DEFAULT_RECIPE)
     path = model_dir / "README.md"
     with atomic_output(path, "model card") as tmp:
         tmp.write_text(text)

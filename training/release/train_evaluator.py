@@ -31,7 +31,7 @@ from emo_rt.eval.evaluator import (
 )
 from emo_rt.eval.identity import IdentityConfig
 from emo_rt.eval.metrics import pearson, varies
-from emo_rt.io.files import atomic_directory, write_json_atomic, write_text_atomic
+from emo_rt.io.files import atomic_directory, short_name, write_json_atomic, write_text_atomic
 from emo_rt.runtime.progress import progress_bar
 from emo_rt.training.release.train_identity import identity_figures, train_identity
 
@@ -206,11 +206,6 @@ what the eval's brow r measures. Blink and pose are not driven by the audio in t
 """
 
 
-def _short(path: str) -> str:
-    """A recorded folder as the card shows it: its last two parts (`corpus1/shards`)."""
-    return f"{Path(path).parent.name}/{Path(path).name}"
-
-
 def identity_card(result: dict) -> str:
     """The card's identity-embedding section (empty without one)."""
     record, figures_ = result.get("identity"), result.get("identity_figures")
@@ -218,7 +213,7 @@ def identity_card(result: dict) -> str:
         return ""
     rows = "\n".join(f"| {split} | {f['identities']} | {f['frames']} | {f['auc']:.4f} | {f['same_cosine']:.3f} | "
                      f"{f['different_cosine']:.3f} |" for split, f in figures_.items() if f.get("auc") is not None)
-    short = [(_short(shards), _short(corpus)) for shards, corpus in record["corpora"]]  # not this machine's paths
+    short = [(short_name(shards), short_name(corpus)) for shards, corpus in record["corpora"]]  # not this machine's paths
     corpora = ", ".join(f"`{corpus}`" for _, corpus in short)
     return f"""## Identity embedding (identity similarity, a CSIM analogue)
 

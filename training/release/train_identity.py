@@ -19,6 +19,7 @@ from scipy.stats import rankdata
 from emo_rt.eval.data import HeldOutData
 from emo_rt.eval.evaluator import crop_resize, to_tensor
 from emo_rt.eval.identity import IdentityConfig, IdentityEmbedder, IdentityEncoder
+from emo_rt.io.files import short_name
 from emo_rt.runtime.progress import progress_bar
 
 SCALE, MARGIN = 16.0, 0.25  # CosFace: logits = SCALE * (cos - MARGIN at the true class)
@@ -130,6 +131,6 @@ def identity_figures(embedder: IdentityEmbedder, corpora: list[HeldOutData]) -> 
     figures = {split: pair_figures(embedder, *identity_frames([first], split, embedder.config))
                for split in ("val", "test")}
     for data in others:
-        name = f"test of {data.corpus.parent.name}/{data.corpus.name}"
+        name = f"test of {short_name(data.corpus)}"
         figures[name] = pair_figures(embedder, *identity_frames([data], "test", embedder.config))
     return figures

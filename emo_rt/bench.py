@@ -148,9 +148,11 @@ class ComponentProbe:
         features = components.encode_audio(self.waveform, config.fps)[:, : f + 2 * m_a]
         audio = components.project_audio(features)[:, m_a: m_a + f]
         speed = components.encode_speed(torch.ones(1, f + 2 * m_s))[:, m_s: m_s + f]
-        self.conditioning = {1: (reference, motion, audio, speed, face),
+        anchor = (self.latents,) if config.anchor != "none" else ()  # (1, C, h, w) when the model takes one
+        self.conditioning = {1: (reference, motion, audio, speed, face, *anchor),
                              2: ([torch.cat([x, x]) for x in reference], [x.expand(2, *x.shape[1:]) for x in motion],
-                                 torch.cat([audio, audio]), speed.expand(2, -1, -1, -1), face.expand(2, -1, -1, -1))}
+                                 torch.cat([audio, audio]), speed.expand(2, -1, -1, -1), face.expand(2, -1, -1, -1),
+                                 *(a.expand(2, -1, -1, -1) for a in anchor))}
         self.frames = np.random.default_rng(seed).integers(0, 256, (f, r, r, 3), dtype=np.uint8)
 
     def audio_encoder(self):  # 1 s of audio

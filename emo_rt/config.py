@@ -121,6 +121,10 @@ class FaceLocatorConfig:
 
 
 VAE_KINDS = ("kl", "shuffle")
+# The anchor frame (the last motion frame; the reference for a clip's first window): "none", or
+# "residual": its clean latents are concatenated to every frame's noisy latents at the Backbone's input,
+# and the Backbone denoises the frames minus the anchor, so what does not move is kept exactly
+ANCHORS = ("none", "residual")
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,12 @@ class EmoConfig:
     num_frames: int = 12  # f: frames per window
     num_motion_frames: int = 4  # n: previous frames given as motion context
     fps: int = 25
+    anchor: str = "none"  # one of ANCHORS
+
+    @property
+    def backbone_in_channels(self) -> int:
+        """The Backbone's input channels: the noisy latents, then the anchor's latents if it takes them."""
+        return self.unet.in_channels * (1 if self.anchor == "none" else 2)
 
     def __post_init__(self) -> None:
         factor = self.vae.downsample_factor
@@ -183,6 +193,8 @@ class EmoConfig:
         if not self.unet.in_channels == self.unet.out_channels == self.vae.latent_channels:
             raise ValueError(f"unet in/out channels ({self.unet.in_channels}, {self.unet.out_channels}) must be "
                              f"the autoencoder's latent channels ({self.vae.latent_channels})")
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}, got {self.anchor!r}")
         if self.num_frames + self.num_motion_frames > self.temporal.max_positions:
             raise ValueError("num_frames + num_motion_frames exceeds temporal.max_positions")
 
@@ -222,8 +234,10 @@ class EmoConfig:
 
 
 # Keys added to EmoConfig after model directories without them were shipped: (section, key, the value
-# those directories were built with). A config lacking any other key is refused by name.
+# those directories were built with; section None: a top-level key). A config lacking any other key is
+# refused by name.
 MIGRATIONS = (
+    (None, "anchor", "none"),
     ("vae", "kind", "kl"),
     ("vae", "encoder_blocks", []),
     ("vae", "decoder_channels", []),
@@ -236,7 +250,9 @@ def migrate(data: dict) -> dict:
     """`data` (config.json as read) with the keys of `MIGRATIONS` it predates filled in."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()} if isinstance(data, dict) else data
     for section, key, value in MIGRATIONS:
-        if isinstance(out, dict) and isinstance(out.get(section), dict) and key not in out[section]:
+        if section is None and isinstance(out, dict) and key not in out:
+            out[key] = value
+        elif isinstance(out, dict) and isinstance(out.get(section), dict) and key not in out[section]:
             out[section][key] = value
     return out
 

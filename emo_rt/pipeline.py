@@ -36,7 +36,13 @@ from emo_rt.io.audio_stream import StreamResampler, mono_piece
 from emo_rt.io.image import FaceBox, Reference, load_image, prepare_reference
 from emo_rt.io.preview import contact_sheet, preview_indices
 from emo_rt.io.video import VideoWriter
-from emo_rt.models.conditioning import null_audio_tokens, null_reference_features
+from emo_rt.models.conditioning import (
+    anchor_latents,
+    from_diffused,
+    null_audio_tokens,
+    null_reference_features,
+    to_diffused,
+)
 from emo_rt.runtime.components import Components
 from emo_rt.runtime.overlap import Overlapped
 from emo_rt.runtime.reference_cache import ReferenceCache
@@ -452,16 +458,23 @@ class EmoPipeline:
                 return
             audio_tokens, speed = self.window_tokens(span.features, span.speeds, start - span.first)
             motion = comp.motion_features(motion_latents.permute(0, 2, 1, 3, 4))
+            # the anchor frame: the last frame drawn so far, the reference's latents in the first window
+            anchor = (None if config.anchor == "none" else
+                      anchor_latents(ref["latents"].to(motion_latents), motion_latents.permute(0, 2, 1, 3, 4)))
+            anchored = () if anchor is None else (anchor,)
             # conditioning in the order of Components.denoise after (latents, timestep)
-            cond = (ref_features, motion, audio_tokens, speed, face_latents)
-            uncond = (null_ref, motion, null_audio_tokens(audio_tokens), speed, face_latents) if guided else None
+            cond = (ref_features, motion, audio_tokens, speed, face_latents, *anchored)
+            uncond = (null_ref, motion, null_audio_tokens(audio_tokens), speed, face_latents,
+                      *anchored) if guided else None
             if guided and settings.batch_guidance:
                 cond = (pair_ref, [x.expand(2, *x.shape[1:]) for x in motion], torch.cat([audio_tokens, uncond[2]]),
-                        speed.expand(2, -1, -1, -1), pair_face)
+                        speed.expand(2, -1, -1, -1), pair_face, *(a.expand(2, -1, -1, -1) for a in anchored))
                 uncond = None
             scheduler.set_timesteps(settings.steps)
-            z = first_latents(scheduler, torch.randn(1, c, f, h, h, generator=generator).to(device),
-                              ref["latents"] if settings.start == "reference" else None)
+            start_latents = None
+            if settings.start == "reference":  # the reference frame, as what is diffused
+                start_latents = to_diffused(ref["latents"].to(device)[:, :, None], anchor, config.anchor)[:, :, 0]
+            z = first_latents(scheduler, torch.randn(1, c, f, h, h, generator=generator).to(device), start_latents)
             for t in scheduler.timesteps:
                 if cancelled():
                     return
@@ -469,6 +482,7 @@ class EmoPipeline:
                 z = scheduler.step(pred, t, z, generator=generator).prev_sample
                 if progress is not None:
                     progress.advance_step()
+            z = from_diffused(z, anchor, config.anchor)  # the window's frame latents
             motion_latents = torch.cat([motion_latents, z], dim=2)[:, :, -n:] if n else motion_latents
             keep = f if span.total is None else min(f, span.total - start)  # the last window is padded, then trimmed
             yield z[0].permute(1, 0, 2, 3)[:keep].contiguous()  # its own memory: the worker moves on

@@ -41,7 +41,7 @@ class MotionFeatures(PartCall):
 class DenoiseStep(nn.Module):
     """One Backbone evaluation with the feature lists flattened into positional inputs:
     (noisy_latents, timestep, reference_feature_0.., motion_feature_0.., audio_tokens, speed_tokens,
-    face_latents) -> (prediction,). timestep is float32 whatever the precision (Euler-type samplers
+    face_latents(, anchor_latents)) -> (prediction,). timestep is float32 whatever the precision (Euler-type samplers
     use fractional timesteps; the Backbone's sinusoidal embedding computes in float32 anyway)."""
 
     def __init__(self, model: EmoModel):
@@ -54,9 +54,9 @@ class DenoiseStep(nn.Module):
         noisy_latents, timestep = inputs[:2]
         reference = list(inputs[2: 2 + self.num_reference])
         motion = list(inputs[2 + self.num_reference: 2 + self.num_reference + self.num_motion])
-        audio_tokens, speed_tokens, face_latents = inputs[2 + self.num_reference + self.num_motion:]
+        audio_tokens, speed_tokens, face_latents, *anchor = inputs[2 + self.num_reference + self.num_motion:]
         return (self.backbone(noisy_latents, timestep, reference, motion, audio_tokens, speed_tokens,
-                              face_latents),)
+                              face_latents, *anchor),)
 
 
 class AudioFrames(nn.Module):

@@ -20,7 +20,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from emo_rt.models import EmoModel
-from emo_rt.models.conditioning import null_audio_tokens, null_reference_features
+from emo_rt.models.conditioning import from_diffused, null_audio_tokens, null_reference_features, to_diffused
 from emo_rt.pipeline import RenderSettings
 from emo_rt.training.recipe import Recipe
 from emo_rt.training.stages import ClipStage, loss_weight_map, weighted_mean
@@ -66,9 +66,13 @@ class DistillStage(ClipStage):
         """Deterministic DDIM (eta 0, no clipping) from t to t_prev per sample, from the model's
         prediction (epsilon or v), exactly as the render's DDIMScheduler does it."""
         a, a_prev = self._alpha(t, x), self._alpha(t_prev, x)
-        if self.scheduler.config.prediction_type == "epsilon":
+        kind = self.scheduler.config.prediction_type
+        if kind == "epsilon":
             eps = prediction
             x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        elif kind == "sample":
+            x0 = prediction
+            eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
         else:
             x0 = a.sqrt() * x - (1 - a).sqrt() * prediction
             eps = a.sqrt() * prediction + (1 - a).sqrt() * x
@@ -84,7 +88,7 @@ class DistillStage(ClipStage):
         t = self.student_grid.to(latents.device)[k]
         reference = batch["reference_latents"][:, :, None].expand_as(latents)
         first = (k == 0).reshape(-1, 1, 1, 1, 1)
-        clean = torch.where(first, reference, latents)
+        clean = to_diffused(torch.where(first, reference, latents), self.anchor(batch), self.model.config.anchor)
         return self.scheduler.add_noise(clean, noise, t), t
 
     @torch.no_grad()
@@ -129,6 +133,8 @@ class DistillStage(ClipStage):
             student = self.ddim_step(prediction, student, t, t_prev)
             t = t_prev
         truth = self.clean_latents(batch)
+        anchor, mode = self.anchor(batch), self.model.config.anchor
+        teacher, student = from_diffused(teacher, anchor, mode), from_diffused(student, anchor, mode)
         c, f, h, w = truth.shape[1:]
         decode = lambda z: self.model.decode_latents(z.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)).reshape(
             b, f, 3, *self._image_size())  # noqa: E731

@@ -39,14 +39,14 @@ class InitRecipe:
 class DiffusionRecipe:
     """diffusers DDPMScheduler arguments; saved beside the model as scheduler/scheduler_config.json."""
 
-    prediction_type: str = "epsilon"  # "epsilon" or "v_prediction"
+    prediction_type: str = "epsilon"  # "epsilon", "v_prediction" or "sample" (the clean latents)
     num_train_timesteps: int = 1000
     beta_schedule: str = "scaled_linear"
     beta_start: float = 0.00085
     beta_end: float = 0.012
 
     def __post_init__(self) -> None:
-        _choice("prediction_type", self.prediction_type, ("epsilon", "v_prediction"))
+        _choice("prediction_type", self.prediction_type, ("epsilon", "v_prediction", "sample"))
         _choice("beta_schedule", self.beta_schedule, ("linear", "scaled_linear", "squaredcos_cap_v2"))
         _positive("num_train_timesteps", self.num_train_timesteps)
 

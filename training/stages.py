@@ -24,6 +24,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from emo_rt.models import EmoModel
+from emo_rt.models.conditioning import anchor_latents, from_diffused, to_diffused
 from emo_rt.models.vae import encode_unscaled
 from emo_rt.training.recipe import (
     DenoiseStageRecipe,
@@ -221,12 +222,34 @@ class _DenoiseStage(Stage):
         """(B, 4, f, h, w) the frames to denoise."""
         raise NotImplementedError
 
+    def anchor(self, batch) -> torch.Tensor | None:
+        """(B, C, h, w) the anchor frame's latents (conditioning.anchor_latents); None when the model
+        takes none."""
+        if self.model.config.anchor == "none":
+            return None
+        return anchor_latents(batch["reference_latents"], self.motion_latents(batch))
+
+    def motion_latents(self, batch) -> torch.Tensor | None:
+        """(B, n, C, h, w) the window's motion frames (zeros in a clip's first window), None in stage 1."""
+        return None
+
+    def anchor_condition(self, batch) -> dict[str, torch.Tensor]:
+        anchor = self.anchor(batch)
+        return {} if anchor is None else {"anchor_latents": anchor}
+
+    def diffused_latents(self, batch) -> torch.Tensor:
+        """(B, C, f, h, w) what is noised and denoised: the clean frames, or minus the anchor."""
+        return to_diffused(self.clean_latents(batch), self.anchor(batch), self.model.config.anchor)
+
     def forward(self, batch):
-        latents = self.clean_latents(batch)
+        latents = self.diffused_latents(batch)
         noise, t = batch["noise"], batch["timestep"]
         noisy = self.scheduler.add_noise(latents, noise, t)
-        if self.scheduler.config.prediction_type == "epsilon":
+        kind = self.scheduler.config.prediction_type
+        if kind == "epsilon":
             target = noise
+        elif kind == "sample":  # the clean latents: nothing of the noise has to pass through the network
+            target = latents
         else:
             target = self.scheduler.get_velocity(latents, noise, t)
         with self.autocast(latents.device):
@@ -237,7 +260,7 @@ class _DenoiseStage(Stage):
 
     @torch.no_grad()
     def denoise(self, batch, steps: int, generator: torch.Generator) -> torch.Tensor:
-        """DDIM from noise with the batch's conditions (no dropout) -> (B, 4, f, h, w) latents."""
+        """DDIM from noise with the batch's conditions (no dropout) -> (B, C, f, h, w) frame latents."""
         scheduler = DDIMScheduler.from_config(self.scheduler.config)
         scheduler.set_timesteps(steps)
         latents = self.clean_latents(batch)
@@ -247,7 +270,7 @@ class _DenoiseStage(Stage):
             with self.autocast(z.device):
                 prediction = self.model.backbone(z, t.to(z.device), **conditions)
             z = scheduler.step(prediction.float(), t, z).prev_sample
-        return z
+        return from_diffused(z, self.anchor(batch), self.model.config.anchor)
 
     @torch.no_grad()
     def sample(self, batch):
@@ -299,7 +322,7 @@ class FrameStage(_DenoiseStage):
                 "motion_features": self.empty_motion_features(reference),
                 "audio_tokens": self.zero_tokens(b, c.audio.num_tokens, c.audio.token_dim, reference),
                 "speed_tokens": self.zero_tokens(b, c.speed.num_tokens, c.speed.token_dim, reference),
-                "face_latents": self.model.face_locator(batch["face_mask"])}
+                "face_latents": self.model.face_locator(batch["face_mask"]), **self.anchor_condition(batch)}
 
 
 class ClipStage(_DenoiseStage):
@@ -318,6 +341,9 @@ class ClipStage(_DenoiseStage):
 
     def clean_latents(self, batch):
         return batch["frame_latents"][:, self.num_motion_frames:].transpose(1, 2)  # (B, 4, f, h, w)
+
+    def motion_latents(self, batch):
+        return batch["frame_latents"][:, :self.num_motion_frames]
 
     def _window(self, x: torch.Tensor, module: nn.Module, context: int) -> torch.Tensor:
         """Per-frame inputs of frames start-M .. -> tokens of the f window frames, each from frames
@@ -341,7 +367,7 @@ class ClipStage(_DenoiseStage):
         else:
             speed = self.zero_tokens(b, c.speed.num_tokens, c.speed.token_dim, audio)
         return {"reference_features": reference, "motion_features": motion_features, "audio_tokens": audio,
-                "speed_tokens": speed, "face_latents": face}
+                "speed_tokens": speed, "face_latents": face, **self.anchor_condition(batch)}
 
 
 def build_stage(number: int, model: EmoModel, recipe: Recipe, crop: int = 0, teacher: nn.Module | None = None) -> Stage:

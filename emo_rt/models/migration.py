@@ -18,9 +18,9 @@ from emo_rt.errors import WeightsError
 from emo_rt.models.emo import EmoModel, load_part
 
 # config field -> the first stage that trains what it shapes
-FIRST_TRAINED_IN = {"audio.prosody": 2, "speed.bucket_centres": 3, "speed.bucket_radii": 3}
+FIRST_TRAINED_IN = {"anchor": 1, "audio.prosody": 2, "speed.bucket_centres": 3, "speed.bucket_radii": 3}
 # config field -> the part whose tensor shapes it changes (that part starts from its init)
-RESHAPES = {"audio.prosody": "audio_projector"}
+RESHAPES = {"anchor": "backbone", "audio.prosody": "audio_projector"}
 
 
 def is_model_dir(path: str | Path) -> bool:

@@ -92,7 +92,8 @@ class UNet(nn.Module):
         spatial_ids, temporal_ids = _Counter(), _Counter()
         ch = u.block_out_channels
 
-        self.conv_in = nn.Conv2d(u.in_channels, ch[0], kernel_size=3, padding=1)
+        in_channels = config.backbone_in_channels if backbone else u.in_channels
+        self.conv_in = nn.Conv2d(in_channels, ch[0], kernel_size=3, padding=1)
         self.time_proj = Timesteps(ch[0], flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(ch[0], u.time_embed_dim)
 
@@ -204,12 +205,18 @@ class Backbone(UNet):
         audio_tokens: torch.Tensor,  # (B, f, T_a, D_a)
         speed_tokens: torch.Tensor,  # (B, f, T_s, D_s)
         face_latents: torch.Tensor,  # (B, C, h, w): FaceLocator(face mask), added to every frame
+        anchor_latents: torch.Tensor | None = None,  # (B, C, h, w): the anchor frame (config.anchor != "none")
     ) -> torch.Tensor:  # (B, C, f, h, w): the model prediction (epsilon or v)
         b, c, f, h, w = noisy_latents.shape
         _check_count("reference_features", reference_features, self.num_spatial_layers)
         _check_count("motion_features", motion_features, self.num_temporal_layers)
+        if (anchor_latents is None) != (self.config.anchor == "none"):
+            raise ValueError(f"anchor_latents: this Backbone's anchor is {self.config.anchor!r}; give them "
+                             "exactly when it is not 'none'")
         sample = noisy_latents + face_latents[:, :, None]
-        sample = sample.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)  # frame-major 2D batch
+        if anchor_latents is not None:
+            sample = torch.cat([sample, anchor_latents[:, :, None].expand(-1, -1, f, -1, -1)], dim=1)
+        sample = sample.permute(0, 2, 1, 3, 4).reshape(b * f, -1, h, w)  # frame-major 2D batch
         timestep = torch.as_tensor(timestep, device=sample.device).reshape(-1)
         timestep = timestep.expand(b).repeat_interleave(f) if timestep.numel() == 1 else (
             timestep.repeat_interleave(f))

@@ -43,8 +43,9 @@ class Components(Protocol):
     def denoise(self, noisy_latents: torch.Tensor, timestep: torch.Tensor,
                 reference_features: list[torch.Tensor], motion_features: list[torch.Tensor],
                 audio_tokens: torch.Tensor, speed_tokens: torch.Tensor,
-                face_latents: torch.Tensor) -> torch.Tensor:
-        """One Backbone evaluation: (B, C, f, h, w) -> prediction (B, C, f, h, w)."""
+                face_latents: torch.Tensor, anchor_latents: torch.Tensor | None = None) -> torch.Tensor:
+        """One Backbone evaluation: (B, C, f, h, w) -> prediction (B, C, f, h, w). anchor_latents
+        (B, C, h, w) exactly when the model has an anchor (EmoConfig.anchor)."""
 
 
 class TorchComponents:
@@ -102,6 +103,7 @@ class TorchComponents:
 
     @torch.inference_mode()
     def denoise(self, noisy_latents, timestep, reference_features, motion_features, audio_tokens,
-                speed_tokens, face_latents):
+                speed_tokens, face_latents, anchor_latents=None):
+        anchor = None if anchor_latents is None else self._cast(anchor_latents)
         return self._backbone(self._cast(noisy_latents), timestep.to(self.device), reference_features,
-                              motion_features, audio_tokens, speed_tokens, face_latents)
+                              motion_features, audio_tokens, speed_tokens, face_latents, anchor)

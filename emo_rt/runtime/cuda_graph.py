@@ -130,9 +130,9 @@ class GraphedComponents:
 
     @torch.inference_mode()
     def denoise(self, noisy_latents, timestep, reference_features, motion_features, audio_tokens,
-                speed_tokens, face_latents) -> torch.Tensor:
+                speed_tokens, face_latents, anchor_latents=None) -> torch.Tensor:
         flat = [noisy_latents, timestep, *reference_features, *motion_features, audio_tokens,
-                speed_tokens, face_latents]
+                speed_tokens, face_latents, *([] if anchor_latents is None else [anchor_latents])]
         counts = (len(reference_features), len(motion_features))
         key = (counts, tuple((tuple(x.shape), x.dtype) for x in flat))
         version = self._version()
@@ -163,9 +163,10 @@ class GraphedComponents:
 
 
 def _unflatten(flat: list[torch.Tensor], counts: tuple[int, int]) -> tuple:
-    """[latents, timestep, *reference, *motion, audio, speed, face] -> Components.denoise's arguments."""
+    """[latents, timestep, *reference, *motion, audio, speed, face(, anchor)] -> Components.denoise's
+    arguments."""
     n_ref, n_motion = counts
     reference = list(flat[2: 2 + n_ref])
     motion = list(flat[2 + n_ref: 2 + n_ref + n_motion])
-    audio, speed, face = flat[2 + n_ref + n_motion:]
-    return flat[0], flat[1], reference, motion, audio, speed, face
+    audio, speed, face, *anchor = flat[2 + n_ref + n_motion:]
+    return flat[0], flat[1], reference, motion, audio, speed, face, *anchor

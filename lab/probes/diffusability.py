@@ -31,6 +31,7 @@ from emo_rt.eval.evaluator import to_tensor  # noqa: E402
 from emo_rt.eval.metrics import psnr  # noqa: E402
 from emo_rt.io.preview import contact_sheet  # noqa: E402
 from emo_rt.models import EmoModel  # noqa: E402
+from emo_rt.models.conditioning import from_diffused  # noqa: E402
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -50,6 +51,7 @@ def probe(weights: str, clips, steps: int, seed: int, spacing: str) -> tuple[dic
         z = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed))
         for t in scheduler.timesteps:
             z = scheduler.step(model.backbone(z, t.reshape(1).expand(len(frames)), **conditions), t, z).prev_sample
+        z = from_diffused(z, conditions.get("anchor_latents"), model.config.anchor)  # the frames' latents
         truth.append(frames)
         drawn.append(to_uint8(model.decode_latents(z[:, :, 0])))
         latents.append(z0)

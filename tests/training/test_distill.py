@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler
 
 from emo_rt.models import EmoModel
 from emo_rt.pipeline import model_render_settings
@@ -44,10 +44,20 @@ def stage4(toy):
     return stage, batch
 
 
-def test_ddim_step_is_the_render_schedulers_step(stage4):
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_ddim_step_is_the_render_schedulers_step(stage4, kind):
     """The stage's per-sample DDIM update equals diffusers' DDIMScheduler.step on the model's own
-    schedule with trailing spacing, for an intermediate and the final step."""
+    schedule with trailing spacing, for an intermediate and the final step, whatever the network predicts."""
     stage, _ = stage4
+    trained = stage.scheduler
+    stage.scheduler = DDPMScheduler.from_config(trained.config, prediction_type=kind)
+    try:
+        check_ddim_step(stage)
+    finally:
+        stage.scheduler = trained
+
+
+def check_ddim_step(stage):
     render = DDIMScheduler.from_config(stage.scheduler.config)
     render.set_timesteps(stage.student_steps)
     g = torch.Generator().manual_seed(0)

@@ -81,9 +81,11 @@ class EngineComponents:
         return list(self._per_item("motion", "motion_latents", latents))
 
     def denoise(self, noisy_latents, timestep, reference_features, motion_features, audio_tokens,
-                speed_tokens, face_latents) -> torch.Tensor:
+                speed_tokens, face_latents, anchor_latents=None) -> torch.Tensor:
         inputs = {"noisy_latents": noisy_latents, "timestep": timestep.reshape(-1).expand(noisy_latents.shape[0]),
                   "audio_tokens": audio_tokens, "speed_tokens": speed_tokens, "face_latents": face_latents}
+        if anchor_latents is not None:
+            inputs["anchor_latents"] = anchor_latents
         inputs.update({f"reference_feature_{i}": x for i, x in enumerate(reference_features)})
         inputs.update({f"motion_feature_{j}": x for j, x in enumerate(motion_features)})
         expected = {info.name for info in self.records["step"].inputs}

@@ -52,7 +52,7 @@ def _render(args) -> int:
         print(f"settings: {settings.scheduler} {settings.steps} steps, cfg {settings.cfg:g}, start {settings.start}")
     stats = render(args.image, args.audio, args.output, pipeline, settings, face_box=args.face_box,
                    no_crop=args.no_crop, preview=args.preview, show_progress=not args.quiet)
-    print(f"wrote {args.output}: {stats.line()} ({pipeline.components.name})")
+    print(f"wrote {args.output}: {stats.line()} ({pipeline.components.name}; inputs: {stats.input_backend})")
     return 0
 
 
@@ -287,7 +287,8 @@ def _add_render(sub) -> None:
                               "default: on with CUDA, on CPU only when --threads is at most half the cores")
     overlap.add_argument("--no-overlap", action="store_true", help="never overlap (see --overlap)")
     p.add_argument("--cuda-graphs", action="store_true",
-                   help="replay the denoising step as CUDA graphs (torch and tensorrt on CUDA; eager where capture fails)")
+                   help="replay the denoising step as CUDA graphs (torch and tensorrt on CUDA; "
+                        "eager where capture fails)")
     p.add_argument("--separate-guidance", action="store_true",
                    help="guidance as two Backbone passes instead of one batch of 2 (less memory, slower)")
     p.add_argument("--reference-cache", metavar="DIR|off",
@@ -384,17 +385,20 @@ def _add_measuring(sub) -> None:
                                      "table, bench.json, bench.png")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
-    model.add_argument("--preset", choices=["tiny", "sd15"], help="benchmark a random-init model of this preset instead")
+    model.add_argument("--preset", choices=["tiny", "sd15"],
+                       help="benchmark a random-init model of this preset instead")
     p.add_argument("--backend", action="append", choices=["torch", "onnxruntime"],
                    help="backends to measure, repeatable (default: torch and onnxruntime; torch always runs)")
-    p.add_argument("--engines", help="onnxruntime fp32 engine directory (default: built in a temp dir, not with --quick)")
+    p.add_argument("--engines",
+                   help="onnxruntime fp32 engine directory (default: built in a temp dir, not with --quick)")
     p.add_argument("--quick", action="store_true", help="the short CI run: 1 s of audio, 2 steps, fewer levers")
     p.add_argument("--seconds", type=a.number(0.0, 600.0, above=True),
                    help="audio length of each end-to-end render (default 2, quick 1)")
     p.add_argument("--steps", type=a.STEPS, help="denoising steps of the renders (default 4, quick 2)")
     p.add_argument("--cfg", type=a.CFG, help="guidance of the renders (default 3.5)")
     p.add_argument("--threads", type=a.THREADS, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--rounds", type=a.integer(1, 100), help="interleaved rounds of the renders, best kept (default 2, quick 1)")
+    p.add_argument("--rounds", type=a.integer(1, 100),
+                   help="interleaved rounds of the renders, best kept (default 2, quick 1)")
     p.add_argument("--out", default="bench", help="output directory for bench.json and bench.png (default: ./bench)")
     p.add_argument("--json", action="store_true", help="also print the JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no stage messages")
@@ -407,7 +411,8 @@ def _add_release(sub) -> None:
                    help="run directory of `emo-rt train` (its last finished stage's model is shipped)")
     p.add_argument("out", help="destination model directory, e.g. emo_rt/default_model")
     p.add_argument("--max-mb", type=a.number(0.0, None, above=True), default=25.0, help="size limit (default 25)")
-    p.add_argument("--stage", type=int, choices=(0, 1, 2, 3, 4), help="ship this stage's model (default: the last finished one)")
+    p.add_argument("--stage", type=int, choices=(0, 1, 2, 3, 4),
+                   help="ship this stage's model (default: the last finished one)")
     p.set_defaults(run=_ship)
 
     p = sub.add_parser("model-card", help="release step: a shipped model's README.md from its measurements")

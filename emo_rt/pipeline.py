@@ -90,6 +90,7 @@ class RenderStats:
     frames: int = 0
     video_seconds: float = 0.0
     wall_seconds: float = 0.0
+    input_backend: str = ""  # what read the files: "dali" or "fallback" (`Inputs.input_backend`)
 
     @property
     def real_time_factor(self) -> float:
@@ -353,7 +354,8 @@ class EmoPipeline:
             parts.append(feats[:, start - lo: stop - lo])
         return torch.cat(parts, dim=1)
 
-    def window_tokens(self, features: torch.Tensor, speeds: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def window_tokens(self, features: torch.Tensor, speeds: torch.Tensor,
+                      start: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio and speed tokens of frames start..start+f, exactly as if computed over the whole
         file (edges replicated; frames past the end repeat the last one)."""
         f, total = self.config.num_frames, features.shape[1]
@@ -526,28 +528,40 @@ class Inputs:
     waveform: np.ndarray  # (S,) mono 16 kHz: what the model hears
     native_audio: np.ndarray  # (S', C) at the file's own rate and channels: what the mp4 carries
     native_rate: int
+    input_backend: str = "fallback"  # what read the files: "dali" (emo_rt.io.dali's pipelines) or "fallback"
 
 
 def load_inputs(image_path: str | Path, audio_path: str | Path, resolution: int, fps: int,
                 face_box: str | None = None, no_crop: bool = False, sample_rate: int = 16000) -> Inputs:
-    """Read and check the user's files (one clear InputError for anything unusable)."""
-    from emo_rt.io.audio import check_duration, decode_audio, resample
+    """Read and check the user's files (one clear InputError for anything unusable).
+
+    Through the DALI input pipelines when DALI is importable and $EMO_RT_NO_DALI is not set, else
+    soundfile/PyAV/Pillow; `Inputs.input_backend` says which. Both give the same audio (the track to
+    mux and the 16 kHz waveform) and the same face crop; the reference pixels within one level
+    (DALI resizes in float and rounds once, Pillow after each pass; tests/pipeline/test_load_inputs_dali.py).
+    """
+    from emo_rt.io.audio import check_duration
+    from emo_rt.io.dali import InputPipelines, backend_choice
     from emo_rt.io.image import parse_face_box
 
-    native, rate = decode_audio(audio_path, channels=True)  # (S', C)
+    # host pipelines: the muxer and `Reference` keep numpy arrays, so a GPU decode would only come back
+    pipes = InputPipelines(backend_choice(), device="cpu")
+    native, rate = pipes.decode_audio(audio_path)  # (S', C)
     check_duration(native.shape[0], rate, 1 / fps, audio_path)
     if not np.isfinite(native).all():
         raise InputError(f"audio file contains NaN or infinite samples: {audio_path}")
     if is_silent(native):
         warnings.warn("the audio is silent: the face will stay still-ish", stacklevel=2)
     box: FaceBox | None = parse_face_box(face_box) if face_box else None
-    reference = prepare_reference(load_image(image_path), resolution, face_box=box, no_crop=no_crop)
+    image = load_image(image_path)  # (H, W, 3) uint8: validated, and what the face detectors see
+    reference = prepare_reference(image, resolution, face_box=box, no_crop=no_crop,
+                                  resize=lambda crop: pipes.reference_pixels(image_path, image, resolution, crop))
     if native.shape[1] > 2:  # AAC in mp4 here: mono or stereo
         warnings.warn(f"{audio_path} has {native.shape[1]} channels: the video carries them mixed to stereo",
                       stacklevel=2)
         native = np.stack([native[:, 0::2].mean(1), native[:, 1::2].mean(1)], 1).astype(np.float32)
-    mono = native.mean(axis=1, dtype=np.float32)
-    return Inputs(reference, resample(mono, rate, sample_rate), native, rate)
+    mono = native.mean(axis=1, dtype=np.float32)  # (S',)
+    return Inputs(reference, pipes.resample(mono, rate, sample_rate), native, rate, pipes.backend)
 
 
 def write_video(pipeline: EmoPipeline, inputs: Inputs, settings: RenderSettings, out_path: str | Path,
@@ -592,7 +606,7 @@ def render(image_path: str | Path, audio_path: str | Path, out_path: str | Path,
 
     with RenderProgress(total, settings.steps, enabled=show_progress) as bar:
         frames = write_video(pipeline, inputs, settings, out_path, progress=bar, on_frames=keep_picks)
-    stats = RenderStats(frames, frames / config.fps, time.perf_counter() - started)
+    stats = RenderStats(frames, frames / config.fps, time.perf_counter() - started, inputs.input_backend)
     if preview:  # the model's input crop first, then the picked frames with their times
         labels = ["reference"] + [f"{i / config.fps:.2f} s" for i in sorted(picks)]
         contact_sheet([inputs.reference.pixels, *sheet], preview, columns=7, frame_labels=labels,

@@ -1,7 +1,12 @@
-"""Input pipelines on NVIDIA DALI (audio decode/resample, reference decode/resize/normalise).
+"""Input pipelines on NVIDIA DALI (audio decode, reference decode/resize/normalise).
 
 CPU pipelines (`device_id=None`) without CUDA, mixed/GPU ones with it. When DALI is not
-importable the same calls run on soundfile/PyAV/Pillow; `InputPipelines.backend` says which.
+importable, or $EMO_RT_NO_DALI is set, the same calls run on soundfile/PyAV/Pillow;
+`InputPipelines.backend` says which. `emo_rt.pipeline.load_inputs` reads every render's files
+through `decode_audio`, `resample` and `reference_pixels`: the fallback's very audio samples (DALI
+decodes wav/flac bit-exactly; resampling stays the polyphase filter, see `resample`) and decoded
+pixels (files DALI would read otherwise go to the fallback), the resized reference within one level
+of Pillow's (tests/io/test_io_dali.py, tests/pipeline/test_load_inputs_dali.py).
 """
 
 from __future__ import annotations
@@ -23,9 +28,28 @@ logger = logging.getLogger(__name__)
 Backend = Literal["dali", "fallback"]
 Device = Literal["cpu", "cuda"]
 
-# Containers DALI's audio decoder (libsndfile inside DALI) reads; others (mp3, m4a/aac) are
-# decoded by PyAV on the host and only resampled by DALI.
-DALI_AUDIO_CONTAINERS = ("wav", "flac", "ogg")
+NO_DALI_ENV = "EMO_RT_NO_DALI"  # set (to anything but "" or "0"): the fallback, even with DALI installed
+
+# Containers DALI's audio decoder (libsndfile inside DALI) decodes bit-exactly as soundfile does
+# (measured: 8/16/24/32-bit and float wav, 16/24-bit flac). It reads ogg/vorbis too, but up to 2.4e-7
+# away (another libvorbis), so ogg, like mp3 and m4a/aac, is decoded by the fallback (soundfile/PyAV):
+# the audio track a video carries is the file's own samples either way.
+DALI_EXACT_AUDIO_CONTAINERS = ("wav", "flac")
+# Images DALI decodes to the very pixels `load_image` (Pillow) gives, EXIF rotation included
+# (measured: RGB in each format below; 1, L, LA, P, RGBA png; L jpg; RGBA webp). Pillow reads 16-bit
+# images by clipping to 255 where DALI scales them; DALI cannot read GIF, nor webp with EXIF (its
+# decoder refuses it: `reference_pixels` then resizes with Pillow).
+DALI_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+DALI_IMAGE_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
+
+
+class DaliDecodeError(InputError):
+    """A file DALI's decoder refused (the fallback decoder may still read it)."""
+
+
+def backend_choice() -> Literal["auto", "fallback"]:
+    """"fallback" when $EMO_RT_NO_DALI is set to anything but "" or "0", else "auto" (DALI if importable)."""
+    return "fallback" if os.environ.get(NO_DALI_ENV, "") not in ("", "0") else "auto"
 
 
 def import_dali() -> Any | None:
@@ -41,6 +65,20 @@ def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """(H, W, 3) in [0, 255] (uint8 or float) -> (3, H, W) float32 in [-1, 1] (the VAE input range)."""
     chw = np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)  # (3, H, W), a fresh copy
     return torch.from_numpy(chw).div_(127.5).sub_(1.0)
+
+
+def tensor_to_pixels(normalised: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [-1, 1] -> (H, W, 3) uint8, each value rounded once to the nearest level."""
+    levels = normalised.detach().float().cpu().add(1.0).mul_(127.5).round_().clamp_(0, 255)  # (3, H, W)
+    return np.ascontiguousarray(levels.to(torch.uint8).permute(1, 2, 0).numpy())  # (H, W, 3), writable
+
+
+def dali_reads_like_pillow(path: str | os.PathLike[str]) -> bool:
+    """Whether DALI decodes this image to `load_image`'s pixels (its format and mode, from the header)."""
+    from PIL import Image
+
+    with Image.open(path) as image:  # lazy: reads the header only
+        return image.format in DALI_IMAGE_FORMATS and image.mode in DALI_IMAGE_MODES
 
 
 class InputPipelines:
@@ -79,65 +117,110 @@ class InputPipelines:
     def load_audio(
         self, path: str | os.PathLike[str], sample_rate: int = 16000, *, min_seconds: float = 0.0
     ) -> torch.Tensor:
-        """Mono float32 (T,) at `sample_rate`; same checks and errors as `emo_rt.io.audio.load_audio`."""
-        path = check_input_file(path, "audio")
-        if self.backend == "fallback":
-            container = audio_io.sniff_container(path)
-            self.last_audio_decoder = "soundfile" if container in audio_io.LIBSNDFILE_CONTAINERS else "pyav"
-            return torch.from_numpy(audio_io.load_audio(path, sample_rate, min_seconds=min_seconds))
+        """Mono float32 (T,) at `sample_rate`, on this pipeline's device; same checks and errors as
+        `emo_rt.io.audio.load_audio` (`decode_audio`, then `resample`)."""
+        native, native_rate = self.decode_audio(path)  # (T', C)
+        audio_io.check_duration(native.shape[0], native_rate, min_seconds, path)
+        if not np.isfinite(native).all():
+            raise InputError(f"audio file contains NaN or infinite samples: {path}")
+        mono = native.mean(axis=1, dtype=np.float32)  # (T',)
+        return torch.from_numpy(self.resample(mono, native_rate, sample_rate)).to(self.device)
 
-        if audio_io.sniff_container(path) in DALI_AUDIO_CONTAINERS:
-            encoded = np.fromfile(path, dtype=np.uint8)  # (bytes,)
-            samples, _native_rate = self._run("audio_decode", path, encoded=encoded, out_rate=sample_rate)
-            self.last_audio_decoder = "dali"
-        else:
-            pcm, native_rate = audio_io.decode_audio(path)  # (T,) float32 at the file's rate
-            (samples,) = self._run("audio_resample", path, pcm=pcm, in_rate=native_rate, out_rate=sample_rate)
-            self.last_audio_decoder = "pyav"
-        audio_io.check_duration(samples.shape[0], sample_rate, min_seconds, path)
-        return samples
+    def decode_audio(self, path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+        """(T, C) float32 at the file's own rate and channels, and that rate: the very samples of
+        `emo_rt.io.audio.decode_audio(path, channels=True)`, with its checks and error messages.
+
+        DALI decodes wav and flac (bit-exact with soundfile); other containers, and files DALI cannot
+        decode, go to the fallback decoder, which decodes them or raises its own InputError.
+        """
+        path = check_input_file(path, "audio")
+        container = audio_io.sniff_container(path)
+        if self.backend == "dali" and container in DALI_EXACT_AUDIO_CONTAINERS:
+            try:
+                encoded = np.fromfile(path, dtype=np.uint8)  # (bytes,)
+                samples, native_rate = self._run("audio_native", path, encoded=encoded)  # (T, C), ()
+            except DaliDecodeError as e:
+                logger.info("%s; decoding it with the fallback", e)
+            else:
+                if samples.shape[0] > 0:  # an empty file: the fallback's message
+                    self.last_audio_decoder = "dali"
+                    return samples.numpy(), int(native_rate)
+        self.last_audio_decoder = "soundfile" if container in audio_io.LIBSNDFILE_CONTAINERS else "pyav"
+        return audio_io.decode_audio(path, channels=True)
+
+    def resample(self, samples: np.ndarray, rate: int, out_rate: int) -> np.ndarray:
+        """(T,) float32 at `rate` -> (ceil(T * out_rate / rate),) float32 at `out_rate`, on the host.
+
+        The fallback's polyphase filter on both backends. DALI's `fn.audio_resample` (a Hann-windowed
+        sinc cut at the input's Nyquist frequency) does not low-pass when downsampling: a 12 kHz tone
+        in 44.1 kHz audio comes out of it at full amplitude, aliased to 4 kHz, where the polyphase
+        filter leaves 0.03 % of it. Upsampling with it would be accurate, but would part the model's
+        waveform from the streamed one (`emo_rt.io.audio_stream.StreamResampler`) and from training's
+        preprocessing, which are both this polyphase filter.
+        """
+        return audio_io.resample(samples, rate, out_rate)
 
     # --- reference image ------------------------------------------------------------------------
 
     def load_reference(
-        self, path: str | os.PathLike[str], resolution: int | tuple[int, int], crop_box: FaceBox | None = None
+        self, path: str | os.PathLike[str], resolution: int | tuple[int, int], crop_box: FaceBox | None = None,
+        image: np.ndarray | None = None,
     ) -> torch.Tensor:
         """Decode, resize the `crop_box` region (whole image if None) to `resolution`, normalise.
 
         Returns (3, H, W) float32 in [-1, 1]. The crop box comes from `prepare_reference`
-        (face-centred square), so both backends see the same pixels.
+        (face-centred square), so both backends see the same pixels. `image`: the file as
+        `load_image` read it, when the caller has it (saves decoding it again).
         """
         out_h, out_w = (resolution, resolution) if isinstance(resolution, int) else resolution
-        image = load_image(path)  # validates the file; the fallback and the crop box need it
+        if image is None:
+            image = load_image(path)  # validates the file; the fallback and the crop box need it
         height, width = image.shape[:2]
         box = crop_box if crop_box is not None else FaceBox(0, 0, width, height)
         if box.clipped(width, height) != box or box.w == 0 or box.h == 0:
             raise InputError(f"crop box {box} is not inside the {width}x{height} image {path}")
-        if self.backend == "fallback":
+        if self.backend == "fallback" or not dali_reads_like_pillow(path):
             return pixels_to_tensor(resize_image(image, (out_h, out_w), box=box, exact=True))
         encoded = np.fromfile(path, dtype=np.uint8)
         roi = np.array([box.y, box.x, box.y + box.h, box.x + box.w], np.float32)  # (y0, x0, y1, x1)
         (pixels,) = self._run("image", path, encoded=encoded, roi=roi, size=(out_h, out_w))
         return pixels
 
+    def reference_pixels(
+        self, path: str | os.PathLike[str], image: np.ndarray, resolution: int, crop_box: FaceBox
+    ) -> np.ndarray:
+        """(R, R, 3) uint8: the `crop_box` region of `image` (the file at `path`, as `load_image` read
+        it) resized to `resolution`, as `prepare_reference` makes it.
+
+        The fallback is `resize_image` (Pillow rounds to uint8 after each of its two passes); DALI
+        resizes in float and rounds once, so a value may be one level away from Pillow's. Images DALI
+        would decode to other pixels, or cannot decode, are resized by the fallback.
+        """
+        if self.backend == "dali" and dali_reads_like_pillow(path):
+            try:
+                normalised = self.load_reference(path, resolution, crop_box, image=image)  # (3, R, R) in [-1, 1]
+            except DaliDecodeError as e:
+                logger.info("%s; resizing it with the fallback", e)
+            else:
+                return tensor_to_pixels(normalised)
+        return resize_image(image, resolution, box=crop_box)
+
     # --- DALI plumbing --------------------------------------------------------------------------
 
     def _run(self, kind: str, path: object, **inputs: Any) -> list[Any]:
         """Run one sample through the pipeline `kind`; returns its outputs as torch tensors."""
-        key = f"{kind}:{inputs.get('out_rate', '')}:{inputs.get('size', '')}"
+        key = f"{kind}:{inputs.get('size', '')}"
         if key not in self._pipes:
             self._pipes[key] = self._build(kind, **inputs)
         pipe = self._pipes[key]
-        for name in ("encoded", "pcm", "roi"):
+        for name in ("encoded", "roi"):
             if name in inputs:
                 pipe.feed_input(name, [inputs[name]])
-        if "in_rate" in inputs:
-            pipe.feed_input("in_rate", [np.array(inputs["in_rate"], np.float32)])
         try:
             outputs = pipe.run()
         except RuntimeError as e:  # DALI raises RuntimeError for undecodable data; the pipe is dead
             del self._pipes[key]
-            raise InputError(f"cannot decode {path} with DALI: {_dali_reason(e)}") from e
+            raise DaliDecodeError(f"cannot decode {path} with DALI: {_dali_reason(e)}") from e
         return [self._to_torch(out) for out in outputs]
 
     def _build(self, kind: str, **inputs: Any) -> Any:
@@ -151,22 +234,10 @@ class InputPipelines:
             # one sample in, its result out: synchronous, no prefetch (a queue would return stale outputs)
             exec_async=False, exec_pipelined=False, prefetch_queue_depth=1,
         )
-        def audio_decode() -> tuple[Any, Any]:
+        def audio_native() -> tuple[Any, Any]:
             encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
-            pcm, native_rate = fn.decoders.audio(encoded, downmix=True, dtype=types.FLOAT)  # (T,) mono
-            if gpu:
-                pcm = pcm.gpu()
-            samples = fn.audio_resample(pcm, in_rate=native_rate, out_rate=float(inputs["out_rate"]))
-            return samples, native_rate
-
-        @pipeline_def(
-            batch_size=1, num_threads=self.num_threads, device_id=device_id,
-            exec_async=False, exec_pipelined=False, prefetch_queue_depth=1,
-        )
-        def audio_resample() -> Any:
-            pcm = fn.external_source(name="pcm", dtype=types.FLOAT, ndim=1, device="gpu" if gpu else "cpu")
-            in_rate = fn.external_source(name="in_rate", dtype=types.FLOAT, ndim=0)
-            return fn.audio_resample(pcm, in_rate=in_rate, out_rate=float(inputs["out_rate"]))
+            pcm, native_rate = fn.decoders.audio(encoded, downmix=False, dtype=types.FLOAT)  # (T, C), on the host
+            return pcm, native_rate
 
         @pipeline_def(
             batch_size=1, num_threads=self.num_threads, device_id=device_id,
@@ -187,7 +258,7 @@ class InputPipelines:
                 pixels, mean=[127.5] * 3, std=[127.5] * 3, output_layout="CHW", dtype=types.FLOAT
             )  # (3, h, w) in [-1, 1]
 
-        pipe = {"audio_decode": audio_decode, "audio_resample": audio_resample, "image": image}[kind]()
+        pipe = {"audio_native": audio_native, "image": image}[kind]()
         pipe.build()
         return pipe
 

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -280,11 +281,14 @@ def prepare_reference(
     face_box: FaceBox | None = None,
     no_crop: bool = False,
     margin: float = FACE_MARGIN,
+    resize: Callable[[FaceBox], np.ndarray] | None = None,
 ) -> Reference:
     """Face box (given or detected) -> face-centred square crop -> resize -> mask.
 
     `no_crop` resizes the whole image (the caller already framed it). With no face found, a centre
-    crop is used, the mask covers the middle of the frame, and a NoFaceWarning is issued.
+    crop is used, the mask covers the middle of the frame, and a NoFaceWarning is issued. `resize`
+    turns the crop box into the (R, R, 3) uint8 pixels (default: `resize_image` of `image`;
+    `load_inputs` passes the DALI pipelines' `reference_pixels`).
     """
     height, width = image.shape[:2]
     source: Literal["given", "mediapipe", "haar", "none"] = "given"
@@ -310,6 +314,6 @@ def prepare_reference(
     if face is None:  # assume the face fills the middle of the frame
         face = FaceBox(crop_box.x + crop_box.w // 4, crop_box.y + crop_box.h // 4, crop_box.w // 2, crop_box.h // 2)
 
-    pixels = resize_image(image, resolution, box=crop_box)
+    pixels = resize(crop_box) if resize is not None else resize_image(image, resolution, box=crop_box)
     face_in_output = face.mapped(crop_box, (resolution, resolution)).clipped(resolution, resolution)
     return Reference(pixels, face_in_output, face_mask(face_in_output, resolution), crop_box, source)

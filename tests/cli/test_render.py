@@ -4,6 +4,9 @@ render (the temporary `.part` video is removed, exit 130 / 143)."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import av
 import numpy as np
 import pytest
@@ -35,6 +38,8 @@ def test_render_writes_the_video_and_preview(portrait, speech, model_dir, tmp_pa
     assert_ok(result)
     assert files_under(out) == ["sheet.png", "video.mp4"]  # and no temporary file beside them
     assert f"wrote {out / 'video.mp4'}" in result.stdout
+    dali = importlib.util.find_spec("nvidia.dali") is not None and os.environ.get("EMO_RT_NO_DALI", "") in ("", "0")
+    assert f"(torch; inputs: {'dali' if dali else 'fallback'})" in result.stdout  # what read the files
     with av.open(str(out / "video.mp4")) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 10 and frames[0].shape == (128, 128, 3)  # 0.4 s at 25 fps, the tiny preset's side

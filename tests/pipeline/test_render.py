@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from emo_rt.io.image import load_image, prepare_reference
 from emo_rt.io.preview import GAP
 from emo_rt.io.video import read_video
 from emo_rt.pipeline import EmoPipeline, RenderSettings, load_inputs, render
@@ -91,7 +90,7 @@ def test_render_writes_exact_frames_and_muxed_audio(model_dir, portrait, speech_
     sheet = np.asarray(Image.open(tmp_path / "sheet.png"))
     assert sheet.shape[1] == GAP + 7 * (128 + GAP)  # reference + 12 frames in rows of 7
     x, y = GAP, GAP + 14 + GAP  # the first tile, under the title line, is the input crop
-    ref = prepare_reference(load_image(portrait), 128).pixels
+    ref = load_inputs(portrait, speech_3s3, 128, 25).reference.pixels  # the model's crop, DALI's or Pillow's
     assert np.array_equal(sheet[y:y + 128, x:x + 128], ref)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "sheet.png"]  # no temp files left
 

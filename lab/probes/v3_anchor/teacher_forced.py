@@ -9,6 +9,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from emo_rt.models import EmoModel
+from emo_rt.models.conditioning import from_diffused
 from emo_rt.training.data import datasets
 from emo_rt.training.data.datasets import ShardIndex  # noqa
 from emo_rt.training.recipe import recipe_from_dict
@@ -46,4 +47,5 @@ with torch.no_grad():
         for t in sch.timesteps:
             v = model.backbone(z, t.reshape(1).expand(b), **cond)
             z = sch.step(v, t, z).prev_sample
+        z = from_diffused(z, cond.get("anchor_latents"), model.config.anchor)  # frames' latents
         print(f"DDIM trailing {steps}: x0 err %.3f rough %.2f PSNR %.2f" % (err(z), rough(z) / rough(z0), psnr(dec(z), truth)), flush=True)

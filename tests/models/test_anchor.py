@@ -54,7 +54,8 @@ def test_the_anchor_changes_the_output(anchored_model):
     h, c = anchored_model.config.latent_size, anchored_model.config.vae.latent_channels
     base = window_inputs(anchored_model)
     a = run(anchored_model, dict(base, anchor_latents=torch.zeros(1, c, h, h)))
-    b = run(anchored_model, dict(base, anchor_latents=torch.randn(1, c, h, h, generator=torch.Generator().manual_seed(1))))
+    other = torch.randn(1, c, h, h, generator=torch.Generator().manual_seed(1))
+    b = run(anchored_model, dict(base, anchor_latents=other))
     assert a.shape == base["noisy_latents"].shape
     assert (a - b).abs().max() > 1e-6  # the same bound as test_backbone's: far above float noise
 

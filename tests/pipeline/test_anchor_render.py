@@ -61,3 +61,40 @@ def test_residual_frames_are_the_denoised_latents_plus_the_anchor(anchored, port
         pipeline.from_diffused = real
     torch.testing.assert_close(drawn[0] - denoised[0], reference.expand_as(drawn[0]),
                                atol=1e-5, rtol=0)  # a float32 add on values of a few units
+
+
+def test_a_backbone_that_predicts_no_change_renders_the_reference_still(model_dir, portrait, speech_1s):
+    """Clean-latent prediction with the residual anchor: a Backbone whose output is zero predicts "the
+    frame is the anchor", so every window repeats its anchor. What is left is DDIM's noise: with x0 = 0
+    each step scales the latents by sqrt((1 - a_prev) / (1 - a_t)), so a window ends at
+    sqrt(1 - a_final) / sqrt(1 - a_first) of its unit noise (0.030), and since each window's anchor is
+    the previous one's last frame, that adds up as a random walk: window k is off by 0.030 sqrt(k + 1).
+    Without the anchor the same model draws zeros, as far from the reference as the reference's spread."""
+    from emo_rt.schedulers import make_scheduler
+
+    schedule = dict(noise_schedule(None), prediction_type="sample")
+    steps, drawn = 4, {}
+    for mode in ("none", "residual"):
+        torch.manual_seed(0)
+        model = EmoModel(dataclasses.replace(EmoModel.from_pretrained(model_dir).config, anchor=mode)).eval()
+        torch.nn.init.zeros_(model.backbone.conv_out.weight)
+        torch.nn.init.zeros_(model.backbone.conv_out.bias)
+        inputs = load_inputs(portrait, speech_1s, model.config.resolution, model.config.fps)
+        pipe = EmoPipeline(TorchComponents(model), schedule)
+        settings = RenderSettings(steps=steps, cfg=1.0, seed=5, start="noise", overlap=False)
+        drawn[mode] = torch.cat(list(pipe.denoised_windows(inputs.reference, inputs.waveform, settings)))
+        reference = pipe.prepare(inputs.reference)["latents"]
+    scheduler = make_scheduler("ddim", schedule)
+    scheduler.set_timesteps(steps)
+    a_first, a_final = scheduler.alphas_cumprod[scheduler.timesteps[0]], scheduler.final_alpha_cumprod
+    per_window = float((1 - a_final).sqrt() / (1 - a_first).sqrt())
+
+    def rms(x):
+        return float(x.square().mean().sqrt())
+
+    f = model.config.num_frames
+    assert drawn["residual"].shape[0] == 25
+    for k in range(4):  # the RMS of 8 x 16 x 16 x 16 draws: within 5% (its sampling error is 0.4%)
+        off = rms(drawn["residual"][f * k: f * k + f] - reference)
+        assert off == pytest.approx(per_window * (k + 1) ** 0.5, rel=0.05)
+    assert rms(drawn["none"] - reference) > 0.9 * rms(reference) > 3 * per_window

@@ -145,7 +145,10 @@ def import_sd15_unet(model: EmoModel, source: str | Path, zero_init_new: bool = 
     spatial = lambda key: "motion_modules" not in key  # noqa: E731 - the 2D part only
     used: set[str] = set()
     for name in ("backbone", "reference_net"):
-        loaded, fresh = _load_matching(getattr(model, name), state, spatial)
+        part_state = _with_anchor_channels(state, model) if name == "backbone" else state
+        loaded, fresh = _load_matching(getattr(model, name), part_state, spatial)
+        if part_state is not state:
+            fresh.append("conv_in.weight (the anchor's input channels, zeros)")
         if not loaded:
             raise WeightsError(f"{source}: no tensor matched the {name}'s 2D layers; is this an SD1.5 UNet?")
         report.loaded[name], report.fresh[name] = loaded, fresh
@@ -154,6 +157,19 @@ def import_sd15_unet(model: EmoModel, source: str | Path, zero_init_new: bool = 
     if zero_init_new:
         zero_init_new_branches(model)
     return report
+
+
+def _with_anchor_channels(state: dict[str, torch.Tensor], model: EmoModel) -> dict[str, torch.Tensor]:
+    """For a Backbone that also takes the anchor's latents (EmoConfig.anchor), SD's conv_in kernel
+    (C_out, C, 3, 3) widened to (C_out, 2C, 3, 3) with zeros for the anchor's channels: the imported
+    network starts out computing SD's function of the noisy latents (as InstructPix2Pix widens it)."""
+    kernel = state.get("conv_in.weight")
+    wanted = model.backbone.conv_in.weight.shape
+    if model.config.anchor == "none" or kernel is None or kernel.shape[1] * 2 != wanted[1]:
+        return state
+    widened = torch.zeros(kernel.shape[0], wanted[1], *kernel.shape[2:], dtype=kernel.dtype)
+    widened[:, :kernel.shape[1]] = kernel
+    return {**state, "conv_in.weight": widened}
 
 
 def import_animatediff(model: EmoModel, source: str | Path) -> ImportReport:

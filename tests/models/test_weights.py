@@ -162,3 +162,19 @@ def test_shape_mismatch_is_refused(imported, tmp_path):
 def test_missing_weights_are_a_clear_error(tmp_path):
     with pytest.raises(WeightsError, match="no weights found"):
         import_sd15_unet(EmoModel(tiny()), tmp_path)
+
+
+def test_a_backbone_with_the_anchor_imports_sd_and_starts_as_sd(imported, tmp_path):
+    """EmoConfig.anchor doubles the Backbone's conv_in input: SD's kernel fills the noisy latents'
+    channels and the anchor's start at zero, so the imported net ignores the anchor until trained."""
+    import dataclasses
+
+    config, unet, _, plain, _, _ = imported
+    unet.save_pretrained(tmp_path / "unet")
+    torch.manual_seed(7)
+    model = EmoModel(dataclasses.replace(config, anchor="residual")).eval()
+    report = import_sd15_unet(model, tmp_path / "unet")
+    assert "conv_in.weight (the anchor's input channels, zeros)" in report.fresh["backbone"]
+    c = config.vae.latent_channels
+    assert torch.equal(model.backbone.conv_in.weight[:, :c], plain.backbone.conv_in.weight)
+    assert model.backbone.conv_in.weight[:, c:].abs().max() == 0

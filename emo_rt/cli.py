@@ -479,8 +479,28 @@ def build_parser() -> a.Parser:
 
 
 # ---- the one error path -------------------------------------------------------------------------
-def _on_sigterm(signum, frame) -> None:
-    raise Terminated()
+STOP_LINES = {signal.SIGINT: ("interrupted", 130), signal.SIGTERM: ("terminated", 143)}
+
+
+def _stopped(signum: int) -> int:
+    word, code = STOP_LINES[signum]
+    print(f"emo-rt: {word} (no partial output was kept)", file=sys.stderr)
+    return code
+
+
+def _signal_handlers(received: list[int]):
+    """SIGINT -> KeyboardInterrupt, SIGTERM -> Terminated, each noted in `received` first: a library
+    that turns the exception raised in its callback into its own error (safetensors' loader gives a
+    ValueError) still ends as the signal it was."""
+    def on_sigint(signum, frame) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    def on_sigterm(signum, frame) -> None:
+        received.append(signum)
+        raise Terminated()
+
+    return on_sigint, on_sigterm
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,21 +514,31 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     warnings.formatwarning = lambda message, category, *rest, **kw: f"emo-rt: warning: {message}\n"
     main_thread = threading.current_thread() is threading.main_thread()  # signals reach only that one
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    received: list[int] = []
+    on_sigint, on_sigterm = _signal_handlers(received)
+    previous = {}
+    if main_thread:
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with it ignored
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_sigint)
     try:
         return int(args.run(args) or 0)
     except EmoError as err:
+        if received:
+            return _stopped(received[-1])
         print(f"emo-rt: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("emo-rt: interrupted (no partial output was kept)", file=sys.stderr)
-        return 130
+        return _stopped(signal.SIGINT)
     except Terminated:
-        print("emo-rt: terminated (no partial output was kept)", file=sys.stderr)
-        return 143
+        return _stopped(signal.SIGTERM)
+    except Exception:
+        if not received:
+            raise
+        return _stopped(received[-1])  # the signal, turned into another error by the code it landed in
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

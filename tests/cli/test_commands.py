@@ -8,7 +8,10 @@ train-evaluator's here (train-evaluator on the shared shards fixture)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -161,3 +164,31 @@ def test_train_evaluator_signal_leaves_the_out_as_it_was(signum, trained_evaluat
     assert_stopped(stopped, signum)
     assert {name: (out / name).read_bytes() for name in files_under(out)} == before
     assert files_under(tmp_path) == ["evaluator", *(f"evaluator/{name}" for name in before)]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_that_a_library_turns_into_its_own_error_still_ends_as_the_signal(signum, monkeypatch, capsys):
+    """safetensors' loader, interrupted inside its callback, raises a ValueError instead of the
+    KeyboardInterrupt (seen once in the SIGINT test above under load): the command still exits as the
+    signal, with its one line. An error with no signal behind it is still an error."""
+    import emo_rt.cli as cli
+
+    def converts_the_signal(args):
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the handler raises here
+        except BaseException:
+            raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from None
+
+    monkeypatch.setattr(cli, "_info", converts_the_signal)
+    assert cli.main(["info"]) == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == f"emo-rt: {'interrupted' if signum == signal.SIGINT else 'terminated'} " \
+                                      "(no partial output was kept)"
+
+    def plain_error(args):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(cli, "_info", plain_error)
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["info"])

@@ -121,9 +121,9 @@ class FaceLocatorConfig:
 
 
 VAE_KINDS = ("kl", "shuffle")
-# The anchor frame (the last motion frame; the reference for a clip's first window): "none", or
-# "residual": its clean latents are concatenated to every frame's noisy latents at the Backbone's input,
-# and the Backbone denoises the frames minus the anchor, so what does not move is kept exactly
+# The anchor (the reference's latents): "none", or "residual": they are concatenated to every frame's noisy
+# latents at the Backbone's input, and the Backbone denoises the frames minus them, so what does not move
+# is kept exactly
 ANCHORS = ("none", "residual")
 
 

@@ -37,7 +37,6 @@ from emo_rt.io.image import FaceBox, Reference, load_image, prepare_reference
 from emo_rt.io.preview import contact_sheet, preview_indices
 from emo_rt.io.video import VideoWriter
 from emo_rt.models.conditioning import (
-    anchor_latents,
     from_diffused,
     null_audio_tokens,
     null_reference_features,
@@ -453,6 +452,7 @@ class EmoPipeline:
         if guided and settings.batch_guidance:  # (conditional, unconditional) as one batch, built once
             pair_ref = [torch.cat([x, z]) for x, z in zip(ref_features, null_ref)]
             pair_face = face_latents.expand(2, -1, -1, -1)
+        anchor = None if config.anchor == "none" else ref["latents"].to(device)  # (1, C, h, w): the reference
         for k in itertools.count():
             start = k * f
             span = audio.frames(max(0, start - m), start + f + m, cancelled)
@@ -460,9 +460,6 @@ class EmoPipeline:
                 return
             audio_tokens, speed = self.window_tokens(span.features, span.speeds, start - span.first)
             motion = comp.motion_features(motion_latents.permute(0, 2, 1, 3, 4))
-            # the anchor frame: the last frame drawn so far, the reference's latents in the first window
-            anchor = (None if config.anchor == "none" else
-                      anchor_latents(ref["latents"].to(motion_latents), motion_latents.permute(0, 2, 1, 3, 4)))
             anchored = () if anchor is None else (anchor,)
             # conditioning in the order of Components.denoise after (latents, timestep)
             cond = (ref_features, motion, audio_tokens, speed, face_latents, *anchored)

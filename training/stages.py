@@ -24,7 +24,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from emo_rt.models import EmoModel
-from emo_rt.models.conditioning import anchor_latents, from_diffused, to_diffused
+from emo_rt.models.conditioning import from_diffused, to_diffused
 from emo_rt.models.vae import encode_unscaled
 from emo_rt.training.recipe import (
     DenoiseStageRecipe,
@@ -223,15 +223,8 @@ class _DenoiseStage(Stage):
         raise NotImplementedError
 
     def anchor(self, batch) -> torch.Tensor | None:
-        """(B, C, h, w) the anchor frame's latents (conditioning.anchor_latents); None when the model
-        takes none."""
-        if self.model.config.anchor == "none":
-            return None
-        return anchor_latents(batch["reference_latents"], self.motion_latents(batch))
-
-    def motion_latents(self, batch) -> torch.Tensor | None:
-        """(B, n, C, h, w) the window's motion frames (zeros in a clip's first window), None in stage 1."""
-        return None
+        """(B, C, h, w) the anchor: the reference's latents; None when the model takes none."""
+        return None if self.model.config.anchor == "none" else batch["reference_latents"]
 
     def anchor_condition(self, batch) -> dict[str, torch.Tensor]:
         anchor = self.anchor(batch)
@@ -341,9 +334,6 @@ class ClipStage(_DenoiseStage):
 
     def clean_latents(self, batch):
         return batch["frame_latents"][:, self.num_motion_frames:].transpose(1, 2)  # (B, 4, f, h, w)
-
-    def motion_latents(self, batch):
-        return batch["frame_latents"][:, :self.num_motion_frames]
 
     def _window(self, x: torch.Tensor, module: nn.Module, context: int) -> torch.Tensor:
         """Per-frame inputs of frames start-M .. -> tokens of the f window frames, each from frames

@@ -43,19 +43,10 @@ def null_audio_tokens(audio_tokens: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(audio_tokens)
 
 
-# The anchor frame (EmoConfig.anchor): the latest clean frame a window can copy from. Training and the
-# renderer must pick it and move between frames and what is diffused with these same functions.
-def anchor_latents(reference_latents: torch.Tensor, motion_latents: torch.Tensor | None) -> torch.Tensor:
-    """(B, C, h, w) reference and (B, n, C, h, w) motion latents (None or n = 0: none yet) -> (B, C, h, w):
-    the last motion frame, or the reference where there is none. Motion latents that are all zeros (a
-    clip's first window) count as none."""
-    if motion_latents is None or motion_latents.shape[1] == 0:
-        return reference_latents
-    last = motion_latents[:, -1]
-    empty = (last == 0).flatten(1).all(dim=1).reshape(-1, 1, 1, 1)
-    return torch.where(empty, reference_latents, last)
-
-
+# The anchor (EmoConfig.anchor): the clean frame every window copies from, the reference's latents. Not the
+# last frame drawn: training only ever shows clean anchors, so a render anchored on its own frames adds
+# each window's error to the next (lab/notes/default_model_v2.md). Training and the renderer move between
+# frames and what is diffused with these same functions.
 def to_diffused(frames: torch.Tensor, anchor: torch.Tensor | None, mode: str) -> torch.Tensor:
     """(B, C, f, h, w) frame latents -> what the Backbone denoises: minus the anchor (B, C, h, w) for
     mode "residual", the frames themselves otherwise."""

@@ -1,5 +1,5 @@
-"""The anchor frame (EmoConfig.anchor): which frame it is, that the Backbone takes it exactly when
-configured and that it reaches the output, and that residual diffusion round-trips frames."""
+"""The anchor (EmoConfig.anchor): the Backbone takes it exactly when configured and it reaches the
+output, and residual diffusion round-trips frames."""
 
 import dataclasses
 
@@ -8,7 +8,7 @@ import torch
 
 from emo_rt.config import EmoConfig
 from emo_rt.models import EmoModel
-from emo_rt.models.conditioning import anchor_latents, from_diffused, to_diffused
+from emo_rt.models.conditioning import from_diffused, to_diffused
 from tests.models.test_backbone import run, window_inputs
 
 
@@ -16,17 +16,6 @@ from tests.models.test_backbone import run, window_inputs
 def anchored_model(tiny_config):
     torch.manual_seed(1234)
     return EmoModel(dataclasses.replace(tiny_config, anchor="residual")).eval()
-
-
-def test_the_anchor_is_the_last_motion_frame_or_the_reference_before_there_is_one():
-    reference = torch.randn(3, 4, 2, 2)
-    motion = torch.randn(3, 2, 4, 2, 2)
-    motion[1] = 0  # a first window: motion frames are zeros
-    anchor = anchor_latents(reference, motion)
-    assert torch.equal(anchor[0], motion[0, -1]) and torch.equal(anchor[2], motion[2, -1])
-    assert torch.equal(anchor[1], reference[1])
-    assert torch.equal(anchor_latents(reference, None), reference)
-    assert torch.equal(anchor_latents(reference, motion[:, :0]), reference)
 
 
 @pytest.mark.parametrize("mode", ["none", "residual"])

@@ -1,5 +1,5 @@
-"""The render loop's anchor frame (EmoConfig.anchor): the reference's latents in the first window, the
-last frame drawn after that; with residual diffusion the frames are what was denoised plus the anchor."""
+"""The render loop's anchor (EmoConfig.anchor): the reference's latents in every window, with or without
+guidance; with residual diffusion the frames are what was denoised plus the anchor."""
 
 from __future__ import annotations
 
@@ -30,21 +30,24 @@ def anchored(model_dir):
     return EmoModel(dataclasses.replace(EmoModel.from_pretrained(model_dir).config, anchor="residual")).eval()
 
 
-def windows(model, portrait, speech, steps):
+def windows(model, portrait, speech, steps, cfg=1.0, batch_guidance=True):
     inputs = load_inputs(portrait, speech, model.config.resolution, model.config.fps)
     comp = SeenAnchors(model)
     pipe = EmoPipeline(comp, noise_schedule(None))
-    settings = RenderSettings(steps=steps, cfg=1.0, seed=5, start="noise", overlap=False)
+    settings = RenderSettings(steps=steps, cfg=cfg, seed=5, start="noise", overlap=False,
+                              batch_guidance=batch_guidance)
     drawn = list(pipe.denoised_windows(inputs.reference, inputs.waveform, settings))
-    return drawn, comp.anchors[::steps], pipe.prepare(inputs.reference)["latents"]
+    return drawn, comp.anchors, pipe.prepare(inputs.reference)["latents"]
 
 
-def test_the_anchor_is_the_reference_then_the_last_frame_drawn(anchored, portrait, speech_1s):
-    drawn, anchors, reference = windows(anchored, portrait, speech_1s, steps=2)
-    assert len(drawn) == len(anchors) == 4  # 25 frames in windows of 8
-    assert torch.equal(anchors[0], reference)
-    for k in range(1, len(drawn)):
-        assert torch.equal(anchors[k], drawn[k - 1][-1:])  # (1, C, h, w): the previous window's last frame
+@pytest.mark.parametrize("cfg, batch_guidance, passes", [(1.0, True, 1), (3.5, True, 1), (3.5, False, 2)])
+def test_every_window_and_guidance_half_is_anchored_on_the_reference(anchored, portrait, speech_1s, cfg,
+                                                                      batch_guidance, passes):
+    steps = 2
+    drawn, anchors, reference = windows(anchored, portrait, speech_1s, steps, cfg, batch_guidance)
+    assert len(drawn) == 4 and len(anchors) == 4 * steps * passes  # 25 frames in windows of 8
+    for anchor in anchors:  # (1 or 2, C, h, w): the guidance pair's halves alike
+        assert torch.equal(anchor, reference.expand_as(anchor))
 
 
 def test_residual_frames_are_the_denoised_latents_plus_the_anchor(anchored, portrait, speech_1s):
@@ -65,11 +68,11 @@ def test_residual_frames_are_the_denoised_latents_plus_the_anchor(anchored, port
 
 def test_a_backbone_that_predicts_no_change_renders_the_reference_still(model_dir, portrait, speech_1s):
     """Clean-latent prediction with the residual anchor: a Backbone whose output is zero predicts "the
-    frame is the anchor", so every window repeats its anchor. What is left is DDIM's noise: with x0 = 0
+    frame is the anchor", so every window repeats the reference. What is left is DDIM's noise: with x0 = 0
     each step scales the latents by sqrt((1 - a_prev) / (1 - a_t)), so a window ends at
-    sqrt(1 - a_final) / sqrt(1 - a_first) of its unit noise (0.030), and since each window's anchor is
-    the previous one's last frame, that adds up as a random walk: window k is off by 0.030 sqrt(k + 1).
-    Without the anchor the same model draws zeros, as far from the reference as the reference's spread."""
+    sqrt(1 - a_final) / sqrt(1 - a_first) of its unit noise (0.030), the same in every window: nothing
+    carries over from one window to the next. Without the anchor the same model draws zeros, as far from
+    the reference as the reference's spread."""
     from emo_rt.schedulers import make_scheduler
 
     schedule = dict(noise_schedule(None), prediction_type="sample")
@@ -96,5 +99,5 @@ def test_a_backbone_that_predicts_no_change_renders_the_reference_still(model_di
     assert drawn["residual"].shape[0] == 25
     for k in range(4):  # the RMS of 8 x 16 x 16 x 16 draws: within 5% (its sampling error is 0.4%)
         off = rms(drawn["residual"][f * k: f * k + f] - reference)
-        assert off == pytest.approx(per_window * (k + 1) ** 0.5, rel=0.05)
+        assert off == pytest.approx(per_window, rel=0.05)
     assert rms(drawn["none"] - reference) > 0.9 * rms(reference) > 3 * per_window

@@ -39,7 +39,7 @@ def test_build_engines_reuses_current_engines_then_render_runs_on_them(tiny_mode
     code = main(render_args(inputs, out, tiny_model_dir, "--backend", "onnxruntime", "--engines", str(engine_dir)))
     assert code == 0, error_lines(capsys)
     printed = capsys.readouterr().out
-    assert "8 frames" in printed and printed.rstrip().endswith("(onnxruntime[CPUExecutionProvider])")
+    assert "8 frames" in printed and "(onnxruntime[CPUExecutionProvider]; inputs: " in printed  # backend, then input path
     assert out.stat().st_size > 0
 
 

@@ -1,13 +1,15 @@
 """Render time and peak memory vs audio length (issue 3: memory flat, time linear).
 
 Renders the same portrait with 10 s and 60 s of audio, each in a fresh process, with a tiny
-model (random init unless --weights), and reports wall time, CPU time, peak RSS and their ratios.
+model (random init unless --weights) at the model's own render settings (its render.json) unless
+--steps / --cfg are given, and reports wall time, CPU time, the time to the first frames, peak RSS
+and their ratios.
 
 CPU time (user + system of the render process) is the figure to compare on a shared machine: wall
 time also counts the time other jobs hold the cores, and that changes between two long runs.
 `--threads 1` makes CPU time equal wall time on an idle machine.
 
-    python benchmarks/bench_render_scaling.py [--weights DIR] [--steps 4] [--cfg 1] [--threads N] [--json out.json]
+    python benchmarks/bench_render_scaling.py [--weights DIR] [--steps S] [--cfg G] [--threads N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ import soundfile as sf
 CHILD = """
 import sys, time, resource, json, os
 import torch
-if int(sys.argv[7]):
-    torch.set_num_threads(int(sys.argv[7]))
-from emo_rt.pipeline import EmoPipeline, RenderSettings, render
+if int(sys.argv[6]):
+    torch.set_num_threads(int(sys.argv[6]))
+from emo_rt.pipeline import EmoPipeline, render, with_overrides
 pipe = EmoPipeline.from_pretrained(sys.argv[1])
+settings = with_overrides(pipe.defaults, **json.loads(sys.argv[5]))
 t, c = time.perf_counter(), time.process_time()
-stats = render(sys.argv[2], sys.argv[3], sys.argv[4], pipe,
-               RenderSettings(steps=int(sys.argv[5]), cfg=float(sys.argv[6])), show_progress=False)
+stats = render(sys.argv[2], sys.argv[3], sys.argv[4], pipe, settings, show_progress=False)
 print(json.dumps({"frames": stats.frames, "render_seconds": time.perf_counter() - t,
+                  "first_frames_seconds": stats.first_frames_seconds, "steps": settings.steps, "cfg": settings.cfg,
                   "cpu_seconds": time.process_time() - c, "threads": torch.get_num_threads(),
                   "load_average": os.getloadavg()[0],
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -49,8 +52,8 @@ def speech(path: Path, seconds: float, rate: int = 16000) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--cfg", type=float, default=1.0)
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the model's render.json)")
+    parser.add_argument("--cfg", type=float, help="guidance scale (default: the model's render.json)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in the render process (0: torch's default)")
     parser.add_argument("--lengths", type=float, nargs="+", default=[10.0, 60.0])
     parser.add_argument("--json")
@@ -72,11 +75,12 @@ def main() -> None:
     for seconds in args.lengths:
         audio = speech(work / f"a{seconds:g}.wav", seconds)
         out = subprocess.run([sys.executable, "-c", CHILD, weights, str(image), str(audio), str(work / "out.mp4"),
-                              str(args.steps), str(args.cfg), str(args.threads)], check=True, capture_output=True, text=True)
+                              json.dumps({"steps": args.steps, "cfg": args.cfg}), str(args.threads)], check=True, capture_output=True, text=True)
         row = {"audio_seconds": seconds, **json.loads(out.stdout.strip().splitlines()[-1])}
         rows.append(row)
         print(f"{seconds:6.1f} s audio: {row['frames']} frames, {row['render_seconds']:.1f} s wall, "
               f"{row['cpu_seconds']:.1f} s CPU ({row['threads']} threads, load {row['load_average']:.1f} at the end), "
+              f"first frames after {row['first_frames_seconds']:.2f} s, {row['steps']} steps at cfg {row['cfg']:g}, "
               f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]
@@ -84,7 +88,7 @@ def main() -> None:
               f"{b['cpu_seconds'] / a['cpu_seconds']:.2f} (audio ratio "
               f"{b['audio_seconds'] / a['audio_seconds']:.1f}), peak RSS ratio {b['peak_rss_mb'] / a['peak_rss_mb']:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"steps": args.steps, "cfg": args.cfg, "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"weights": args.weights, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

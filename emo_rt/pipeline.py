@@ -90,6 +90,7 @@ class RenderStats:
     video_seconds: float = 0.0
     wall_seconds: float = 0.0
     input_backend: str = ""  # what read the files: "dali" or "fallback" (`Inputs.input_backend`)
+    first_frames_seconds: float | None = None  # from the call to the first window's frames handed to the writer
 
     @property
     def real_time_factor(self) -> float:
@@ -97,8 +98,9 @@ class RenderStats:
         return self.wall_seconds / self.video_seconds if self.video_seconds else float("nan")
 
     def line(self) -> str:
+        first = f", first frames after {self.first_frames_seconds:.2f} s" if self.first_frames_seconds is not None else ""
         return (f"{self.frames} frames ({self.video_seconds:.2f} s of video) in {self.wall_seconds:.1f} s: "
-                f"real-time factor {self.real_time_factor:.2f}")
+                f"real-time factor {self.real_time_factor:.2f}{first}")
 
 
 RENDER_FILE = "render.json"  # in a model directory: the settings it was made to render with
@@ -598,12 +600,17 @@ def render(image_path: str | Path, audio_path: str | Path, out_path: str | Path,
     picks = set(preview_indices(total, 12)) if preview else set()
     sheet: list[np.ndarray] = []
 
-    def keep_picks(first: int, frames: np.ndarray) -> None:  # only the sheet's frames stay in memory
+    first_frames_at: list[float] = []
+
+    def on_frames(first: int, frames: np.ndarray) -> None:  # only the sheet's frames stay in memory
+        if not first_frames_at:
+            first_frames_at.append(time.perf_counter() - started)
         sheet.extend(frames[i - first] for i in range(first, first + len(frames)) if i in picks)
 
     with RenderProgress(total, settings.steps, enabled=show_progress) as bar:
-        frames = write_video(pipeline, inputs, settings, out_path, progress=bar, on_frames=keep_picks)
-    stats = RenderStats(frames, frames / config.fps, time.perf_counter() - started, inputs.input_backend)
+        frames = write_video(pipeline, inputs, settings, out_path, progress=bar, on_frames=on_frames)
+    stats = RenderStats(frames, frames / config.fps, time.perf_counter() - started, inputs.input_backend,
+                        first_frames_at[0] if first_frames_at else None)
     if preview:  # the model's input crop first, then the picked frames with their times
         labels = ["reference"] + [f"{i / config.fps:.2f} s" for i in sorted(picks)]
         contact_sheet([inputs.reference.pixels, *sheet], preview, columns=7, frame_labels=labels,

@@ -87,6 +87,9 @@ def test_render_writes_exact_frames_and_muxed_audio(model_dir, portrait, speech_
     assert frames.shape[1:] == (128, 128, 3)
     assert info.audio_codec == "aac" and info.video_codec == "h264"
     assert abs(info.audio_duration - info.video_duration) <= 1 / 25
+    # the first window reaches the writer before the render ends: 83 frames are 11 windows
+    assert 0 < stats.first_frames_seconds < stats.wall_seconds
+    assert f"first frames after {stats.first_frames_seconds:.2f} s" in stats.line()
     sheet = np.asarray(Image.open(tmp_path / "sheet.png"))
     assert sheet.shape[1] == GAP + 7 * (128 + GAP)  # reference + 12 frames in rows of 7
     x, y = GAP, GAP + 14 + GAP  # the first tile, under the title line, is the input crop

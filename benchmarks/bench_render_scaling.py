@@ -54,7 +54,8 @@ def main() -> None:
     parser.add_argument("--weights")
     parser.add_argument("--steps", type=int, help="denoising steps (default: the model's render.json)")
     parser.add_argument("--cfg", type=float, help="guidance scale (default: the model's render.json)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads in the render process (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads in the render process (0: torch's default)")
     parser.add_argument("--lengths", type=float, nargs="+", default=[10.0, 60.0])
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -74,8 +75,9 @@ def main() -> None:
     rows = []
     for seconds in args.lengths:
         audio = speech(work / f"a{seconds:g}.wav", seconds)
+        overrides = json.dumps({"steps": args.steps, "cfg": args.cfg})
         out = subprocess.run([sys.executable, "-c", CHILD, weights, str(image), str(audio), str(work / "out.mp4"),
-                              json.dumps({"steps": args.steps, "cfg": args.cfg}), str(args.threads)], check=True, capture_output=True, text=True)
+                              overrides, str(args.threads)], check=True, capture_output=True, text=True)
         row = {"audio_seconds": seconds, **json.loads(out.stdout.strip().splitlines()[-1])}
         rows.append(row)
         print(f"{seconds:6.1f} s audio: {row['frames']} frames, {row['render_seconds']:.1f} s wall, "
@@ -86,7 +88,8 @@ def main() -> None:
         a, b = rows[0], rows[-1]
         print(f"wall time ratio {b['render_seconds'] / a['render_seconds']:.2f}, CPU time ratio "
               f"{b['cpu_seconds'] / a['cpu_seconds']:.2f} (audio ratio "
-              f"{b['audio_seconds'] / a['audio_seconds']:.1f}), peak RSS ratio {b['peak_rss_mb'] / a['peak_rss_mb']:.3f}")
+              f"{b['audio_seconds'] / a['audio_seconds']:.1f}), "
+              f"peak RSS ratio {b['peak_rss_mb'] / a['peak_rss_mb']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"weights": args.weights, "rows": rows}, indent=1))
 

@@ -98,7 +98,8 @@ class RenderStats:
         return self.wall_seconds / self.video_seconds if self.video_seconds else float("nan")
 
     def line(self) -> str:
-        first = f", first frames after {self.first_frames_seconds:.2f} s" if self.first_frames_seconds is not None else ""
+        first = (f", first frames after {self.first_frames_seconds:.2f} s"
+                 if self.first_frames_seconds is not None else "")
         return (f"{self.frames} frames ({self.video_seconds:.2f} s of video) in {self.wall_seconds:.1f} s: "
                 f"real-time factor {self.real_time_factor:.2f}{first}")
 

@@ -130,7 +130,7 @@ def slope(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def drift(first: float, last: float) -> float:
-    """Relative loss of similarity from the first window to the last: (first - last) / first."""
+    """Relative loss of similarity from the start of a render to its end: (first - last) / first."""
     return float((first - last) / first) if first > 0 else 0.0
 
 

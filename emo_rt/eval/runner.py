@@ -5,7 +5,7 @@ evaluator on the real test videos) and a floor row (a still video of the referen
 Steps of `evaluate`:
 1. the first `clips` held-out clips: reference = frame `reference_frame` of the clip (crop and face
    mask as the shards hold them, no re-cropping), audio = the clip's audio; render, measure
-2. drift: one render of the test audio concatenated to `drift_seconds`, first window vs last
+2. drift: one render of the test audio concatenated to `drift_seconds`, its first tenth vs its last
 3. speed control: the first clip's audio (cut to `speed_seconds`) at each of `speeds`
 4. oracle and floor rows, the evaluator's own figures on every test clip
 """
@@ -124,7 +124,7 @@ class Evaluation:
         return clips
 
     def drift(self, entries, reference: Reference, frames: int, progress: RenderProgress) -> dict:
-        """One render of the split's audio concatenated to `frames` frames, first window vs last."""
+        """One render of the split's audio concatenated to `frames` frames, its first tenth vs its last."""
         audio = _long_audio(self.data, entries, frames * (self.rate // self.fps))
         video = self.render(f"drift {frames / self.fps:.0f} s", reference, audio, progress)
         return _drift(video, reference.pixels, self.window, self.fps)
@@ -297,11 +297,13 @@ def _long_audio(data: HeldOutData, entries, samples: int) -> np.ndarray:
 
 def _drift(video: np.ndarray, reference: np.ndarray, window: int, fps: int) -> dict:
     """Whole-frame SSIM to the reference (face and background: what identity is here) of the first
-    and the last window of `window` frames, and its relative loss; the curve per second."""
+    and the last tenth of the render (at least one window: a single window of speech weighs an open
+    mouth against a closed one), its relative loss, and the curve per second."""
     sim = metrics.ssim(video, reference)
-    first, last = float(sim[:window].mean()), float(sim[-window:].mean())
+    span = max(window, len(sim) // 10)
+    first, last = float(sim[:span].mean()), float(sim[-span:].mean())
     per_second = [float(sim[i:i + fps].mean()) for i in range(0, len(sim), fps)]
-    return {"frames": len(video), "window": window, "first": first, "last": last,
+    return {"frames": len(video), "window": window, "span": span, "first": first, "last": last,
             "drift": metrics.drift(first, last), "ssim_per_second": per_second}
 
 

@@ -112,6 +112,26 @@ def test_drift_is_the_relative_loss():
     assert metrics.drift(0.8, 0.8) == 0.0
 
 
+def test_render_drift_weighs_a_tenth_of_the_render_not_one_window():
+    """One window that differs at the start (an open mouth) is not drift; a steady slide away from
+    the reference is."""
+    from emo_rt.eval.runner import _drift
+
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    video = np.repeat(reference[None], 400, axis=0)
+    noisy = np.clip(reference + rng.normal(0, 40, (8, 32, 32, 3)), 0, 255).astype(np.uint8)
+    window = metrics.ssim(noisy, reference).mean()  # well below 1: one window's own figure
+    steady = _drift(np.concatenate([noisy, video[8:]]), reference, window=8, fps=25)
+    assert steady["span"] == 40 and steady["last"] == pytest.approx(1.0)
+    assert steady["first"] == pytest.approx((32 + 8 * window) / 40)  # the window is diluted in the span
+    assert abs(steady["drift"]) < abs(metrics.drift(window, 1.0)) / 4
+    fading = np.stack([np.clip(reference + rng.normal(0, 0.2 * i, reference.shape), 0, 255).astype(np.uint8)
+                       for i in range(400)])
+    assert _drift(fading, reference, window=8, fps=25)["drift"] > 0.2
+    assert _drift(video[:16], reference, window=8, fps=25)["span"] == 8  # at least one window
+
+
 def test_default_speeds_come_from_the_data_then_the_model():
     from emo_rt.config import tiny
     from emo_rt.eval.runner import default_speeds

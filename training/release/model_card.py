@@ -135,7 +135,8 @@ def _evaluation(report: dict, baseline: dict | None) -> str:
         lines.append(f"Speed control (requested -> measured deg/frame): {pairs}.")
     if report.get("drift"):
         dr = report["drift"]
-        lines.append(f"Drift: whole-frame SSIM to the reference {dr['first']:.3f} in the first window, "
+        span = f"{dr['span'] / data['fps']:g} s" if "span" in dr else "window"  # reports before the span: one window
+        lines.append(f"Drift: whole-frame SSIM to the reference {dr['first']:.3f} in the first {span}, "
                      f"{dr['last']:.3f} in the last, over {dr['frames'] / data['fps']:.0f} s.")
     return "\n".join(lines)
 

@@ -30,12 +30,15 @@ import torch
 if int(sys.argv[6]):
     torch.set_num_threads(int(sys.argv[6]))
 from emo_rt.pipeline import EmoPipeline, render, with_overrides
+from emo_rt.runtime.overlap import overlap_pays
 pipe = EmoPipeline.from_pretrained(sys.argv[1])
-settings = with_overrides(pipe.defaults, **json.loads(sys.argv[5]))
+overlap = overlap_pays("cpu", torch.get_num_threads())  # as `emo-rt render` decides it
+settings = with_overrides(pipe.defaults, overlap=overlap, **json.loads(sys.argv[5]))
 t, c = time.perf_counter(), time.process_time()
 stats = render(sys.argv[2], sys.argv[3], sys.argv[4], pipe, settings, show_progress=False)
 print(json.dumps({"frames": stats.frames, "render_seconds": time.perf_counter() - t,
                   "first_frames_seconds": stats.first_frames_seconds, "steps": settings.steps, "cfg": settings.cfg,
+                  "overlap": overlap,
                   "cpu_seconds": time.process_time() - c, "threads": torch.get_num_threads(),
                   "load_average": os.getloadavg()[0],
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -83,6 +86,7 @@ def main() -> None:
         print(f"{seconds:6.1f} s audio: {row['frames']} frames, {row['render_seconds']:.1f} s wall, "
               f"{row['cpu_seconds']:.1f} s CPU ({row['threads']} threads, load {row['load_average']:.1f} at the end), "
               f"first frames after {row['first_frames_seconds']:.2f} s, {row['steps']} steps at cfg {row['cfg']:g}, "
+              f"overlap {'on' if row['overlap'] else 'off'}, "
               f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]

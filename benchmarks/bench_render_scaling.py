@@ -75,10 +75,10 @@ def main() -> None:
     from tests.pipeline.conftest import draw_face
 
     Image.fromarray(draw_face()).save(image)
+    overrides = json.dumps({"steps": args.steps, "cfg": args.cfg})  # None: the model's render.json
     rows = []
     for seconds in args.lengths:
         audio = speech(work / f"a{seconds:g}.wav", seconds)
-        overrides = json.dumps({"steps": args.steps, "cfg": args.cfg})
         out = subprocess.run([sys.executable, "-c", CHILD, weights, str(image), str(audio), str(work / "out.mp4"),
                               overrides, str(args.threads)], check=True, capture_output=True, text=True)
         row = {"audio_seconds": seconds, **json.loads(out.stdout.strip().splitlines()[-1])}

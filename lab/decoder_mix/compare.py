@@ -7,6 +7,7 @@ shipped model draws for seed-7 test clip c00036 (captured through the eval's cal
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -35,7 +36,6 @@ def to_uint8(x):
 def main(model_dir: str, vae_path: str, out: str) -> None:
     pipe = EmoPipeline.from_pretrained(model_dir)
     old = pipe.components.model.vae.float()
-    import copy
     new = copy.deepcopy(old)
     new.load_state_dict({k: v.float() for k, v in load_file(vae_path).items()})
     # 1. round trip of held-out frames

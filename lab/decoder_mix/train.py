@@ -58,7 +58,7 @@ def main() -> None:
     vae = EmoModel.from_pretrained(args.model).vae.float()
     vae.requires_grad_(False)
     vae.decoder.requires_grad_(True)
-    opt = torch.optim.Adam([q for q in vae.decoder.parameters()], lr=args.lr)
+    opt = torch.optim.Adam(vae.decoder.parameters(), lr=args.lr)
     clips = frames_of(args.clips, 0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

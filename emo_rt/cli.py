@@ -23,12 +23,22 @@ class Terminated(BaseException):
 
 
 # ---- render ---------------------------------------------------------------------------------
+def _quietly(work) -> None:
+    """Run `work` and drop any error: a preload whose failure the real call will report itself."""
+    try:
+        work()
+    except Exception:  # noqa: BLE001 - load_inputs raises it again, with its own clear message
+        pass
+
+
 def _render(args) -> int:
     _check_render_paths(args)  # before the imports: a mistyped path is told in 0.2 s, not 8
-    from emo_rt.pipeline import EmoPipeline, render, with_overrides
+    from emo_rt.pipeline import EmoPipeline, preload_input_readers, render, with_overrides
     from emo_rt.runtime.overlap import overlap_pays
     from emo_rt.runtime.reference_cache import cache_dir_option
 
+    readers = threading.Thread(target=_quietly, args=(preload_input_readers,), daemon=True)
+    readers.start()  # the input libraries import beside the model load; render() then reads files at once
     torch = _torch(args.threads)
     if args.engines is not None and args.backend == "torch":
         raise EmoError("--engines is for --backend onnxruntime or tensorrt (torch runs the weights themselves)")
@@ -50,6 +60,7 @@ def _render(args) -> int:
                               batch_guidance=not args.separate_guidance, overlap=overlap)
     if not args.quiet:
         print(f"settings: {settings.scheduler} {settings.steps} steps, cfg {settings.cfg:g}, start {settings.start}")
+    readers.join()
     stats = render(args.image, args.audio, args.output, pipeline, settings, face_box=args.face_box,
                    no_crop=args.no_crop, preview=args.preview, show_progress=not args.quiet)
     print(f"wrote {args.output}: {stats.line()} ({pipeline.components.name}; inputs: {stats.input_backend})")
@@ -272,14 +283,15 @@ def _add_render(sub) -> None:
     p.add_argument("--face-box", type=a.face_box, help="x,y,w,h of the face in the image (skips detection)")
     p.add_argument("--no-crop", action="store_true", help="use the whole image (already face-centred)")
     p.add_argument("--preview", help="also write a contact sheet PNG of frames here")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "int8"],
+                   help="int8: onnxruntime's int8 engines (build-engines --precision int8)")
     p.add_argument("--device", type=a.device, help="torch device: cpu, cuda or cuda:N (default: cuda if present)")
     p.add_argument("--attention", default="auto", choices=["auto", "triton", "sdpa"],
                    help="temporal/reference attention: fused Triton kernels (auto = on CUDA) or SDPA")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
                    help="what runs the networks: torch (default) or the engines in --engines")
     p.add_argument("--engines", help="engine directory from `emo-rt build-engines` (onnxruntime/tensorrt; "
-                                     "--dtype float32 or float16 picks fp32 or fp16 engines)")
+                                     "--dtype float32, float16 or int8 picks fp32, fp16 or int8 engines)")
     p.add_argument("--threads", type=a.THREADS, help="torch intra-op threads (default: torch's, one per core)")
     overlap = p.add_mutually_exclusive_group()
     overlap.add_argument("--overlap", action="store_true",
@@ -302,7 +314,8 @@ def _add_models(sub) -> None:
     p = sub.add_parser("build-engines", help="export the networks to ONNX / TensorRT engines for render --backend")
     p.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                   help="int8: onnxruntime on CPU, the VAE decoder quantised (VNNI), the rest fp32")
     p.add_argument("--out", default="engines", help="engine directory (default: ./engines); current engines "
                                                     "in it are reused, stale ones rebuilt")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

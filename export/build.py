@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime
 import platform
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -19,8 +21,10 @@ import torch
 
 from emo_rt.config import EmoConfig
 from emo_rt.errors import EmoError
+from emo_rt.io.files import atomic_path
 from emo_rt.export import manifest as mf
 from emo_rt.export.onnx_export import OPSET, TORCH_DTYPES, export_onnx
+from emo_rt.export.quantize import QUANTIZED, quantize_int8
 from emo_rt.export.specs import PRECISIONS, ExportSpec, TensorSpec, export_specs
 from emo_rt.runtime.progress import progress_bar
 
@@ -86,6 +90,13 @@ def code_digest() -> str:
     })
 
 
+def quantize_digest() -> str:
+    """Digest of export/quantize.py and of the onnxruntime whose quantiser it drives."""
+    import onnxruntime
+
+    return mf.json_digest({"file": mf.file_digest(_PACKAGE_ROOT / "quantize.py"), "onnxruntime": onnxruntime.__version__})
+
+
 def backend_target(backend: str) -> tuple[str, str, bool]:
     """(backend version, device name, portable) of what this machine builds for `backend`.
     ONNX files are portable (any onnxruntime, any provider); TensorRT plans are tied to the
@@ -125,6 +136,8 @@ def build_engines(model_dir: str | Path, backend: str = "onnxruntime", precision
         raise EmoError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise EmoError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and backend != "onnxruntime":
+        raise EmoError(f"--precision int8 builds onnxruntime engines (CPU, quantised); {backend} builds fp32 or fp16")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     config = EmoConfig.load(model_dir)
     specs = export_specs(config)
@@ -145,6 +158,8 @@ def build_engines(model_dir: str | Path, backend: str = "onnxruntime", precision
         spec = specs[name]
         identity = {**shared, "spec": spec.digest(),
                     "weights": {f"{p}.safetensors": weights[f"{p}.safetensors"] for p in spec.parts}}
+        if precision == "int8" and name in QUANTIZED:  # also what quantises it
+            identity["quantize"] = quantize_digest()
         if not portable:
             identity.update(backend_version=version, device=device, builder=_builder_options())
         old = manifest["engines"].get(mf.entry_id(backend, precision, name))
@@ -163,7 +178,7 @@ def build_engines(model_dir: str | Path, backend: str = "onnxruntime", precision
                 bar.status(spec.name, "loading weights")
                 model = EmoModel.from_pretrained(model_dir, dtype=TORCH_DTYPES[precision])
             entry = _build_one(spec, identity, model, backend, precision, out_dir, version, device,
-                               portable, bar)
+                               portable, bar, _fp32_twin(manifest, out_dir, backend, precision, spec.name, identity))
             key = mf.entry_id(backend, precision, spec.name)
             old = manifest["engines"].get(key)
             manifest["engines"][key] = entry
@@ -178,8 +193,19 @@ def build_engines(model_dir: str | Path, backend: str = "onnxruntime", precision
     return report
 
 
+def _fp32_twin(manifest: dict, out_dir: Path, backend: str, precision: str, name: str, identity: dict) -> dict | None:
+    """In an int8 set, the engines that stay fp32 are the fp32 set's files: the current fp32 ONNX of
+    `name` in `out_dir` (its manifest entry), if there is one, is copied rather than exported again."""
+    if backend != "onnxruntime" or precision != "int8" or name in QUANTIZED:
+        return None
+    twin = manifest["engines"].get(mf.entry_id(backend, "fp32", name))
+    if twin is None or twin.get("key") != mf.engine_key({**identity, "precision": "fp32"}):
+        return None
+    return twin if mf.files_intact(out_dir, twin) and len(twin["files"]) == 1 else None
+
+
 def _build_one(spec: ExportSpec, identity: dict, model, backend: str, precision: str, out_dir: Path,
-               version: str, device: str, portable: bool, bar: "_Progress") -> dict:
+               version: str, device: str, portable: bool, bar: "_Progress", fp32_twin: dict | None = None) -> dict:
     key = mf.engine_key(identity)
     onnx_identity = {k: v for k, v in identity.items() if k not in ("backend", "backend_version", "device", "builder")}
     if backend == "onnxruntime":
@@ -190,10 +216,26 @@ def _build_one(spec: ExportSpec, identity: dict, model, backend: str, precision:
     if backend == "tensorrt" and onnx_path.is_file():  # written atomically: present means complete
         bar.status(spec.name, "reusing the exported ONNX")
         seconds, files, num_nodes, folded = {}, [onnx_path], None, None
+    elif fp32_twin is not None:
+        bar.status(spec.name, "copying the fp32 engine")
+        started = time.perf_counter()
+        with atomic_path(onnx_path) as copied:
+            shutil.copyfile(out_dir / fp32_twin["file"], copied)
+        seconds, files = {"copy": time.perf_counter() - started}, [onnx_path]
+        num_nodes, folded = fp32_twin["onnx_nodes"], fp32_twin["tools"]["polygraphy_folded"]
     else:
         bar.status(spec.name, "exporting ONNX")
         exported = export_onnx(spec, model, onnx_path, precision)
         seconds, files, num_nodes, folded = dict(exported.seconds), exported.files, exported.num_nodes, exported.folded
+        if precision == "int8" and spec.name in QUANTIZED:
+            bar.status(spec.name, "quantising to int8")
+            started = time.perf_counter()
+            with atomic_path(onnx_path) as quantized:
+                quantize_int8(onnx_path, quantized, spec.name, model)
+            seconds["quantize"] = time.perf_counter() - started
+            import onnx
+
+            num_nodes = len(onnx.load(str(onnx_path), load_external_data=False).graph.node)
     if backend == "tensorrt":
         for other in onnx_path.parent.glob(f"{spec.name}.{precision}.*.onnx*"):
             if other.name not in (onnx_path.name, onnx_path.name + ".data"):

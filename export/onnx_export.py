@@ -28,7 +28,7 @@ PROTOBUF_LIMIT = 2**31 - 2**26  # 2 GiB minus headroom for the graph itself
 # Fold constant subgraphs (shape arithmetic) but not weight-sized tensors: folding e.g. a weight
 # transpose would only duplicate weights; onnxruntime and TensorRT fold those at load/build time.
 FOLD_SIZE_THRESHOLD = 1 << 20
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.float32}  # int8: quantised after export
 
 
 @dataclass

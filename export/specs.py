@@ -25,7 +25,7 @@ from emo_rt.export import wrappers
 from emo_rt.runtime.backends.manifest import INTERFACE_VERSION
 
 FLOAT = "float"  # dtype placeholder: float32 for fp32 engines, float16 for fp16 engines
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")  # int8: onnxruntime only, fp32 inputs and outputs (export/quantize.py)
 # The pipeline encodes audio in chunks of RenderSettings.audio_chunk_seconds (30 s) plus 1 s of
 # context on each side: the audio encoder's profile must reach that.
 MAX_AUDIO_SECONDS = 32.0

@@ -21,7 +21,8 @@ MOTION = (("lip_r", "lip-sync r"), ("offset", "best offset (frames)"), ("brow_r"
           ("silent_mouth", "mouth open in silence"), ("flicker", "flicker (levels)"), ("drift", "drift"),
           ("speed_rho", "speed rho"))
 IMAGE = (("identity", "identity similarity"), ("face_ssim", "face SSIM"), ("background_psnr", "background PSNR (dB)"),
-         ("sharpness_ratio", "sharpness vs real"), ("fid", "FID analogue"), ("fvd", "FVD analogue"))
+         ("sharpness_ratio", "sharpness vs real"), ("face_detector", "face detector"), ("fid", "FID analogue"),
+         ("fvd", "FVD analogue"))
 COLUMNS = MOTION + IMAGE
 
 
@@ -102,11 +103,13 @@ def markdown(report: dict) -> str:
               f"(mean over clips); best offset = lag in +/-{s['max_lag']} frames with the highest r (mean over "
               "clips; > 0: video late); face SSIM / background PSNR = similarity to the reference inside / "
               "outside the clip's face box; flicker = mean frame-to-frame change on pixels that never change in "
-              "the real clip; drift = relative loss of whole-frame SSIM to the reference, last render window vs "
-              "the first; speed rho = Spearman of the requested vs the measured head speed; mouth open in silence = "
+              "the real clip; drift = relative loss of whole-frame SSIM to the reference, the render's last tenth "
+              "vs its first (at least one window each); speed rho = Spearman of the requested vs the measured head speed; mouth open in silence = "
               "the evaluator's mouth opening over frames whose audio is silent; identity similarity = mean cosine "
               "of the evaluator's identity embedding of each frame to the reference's; sharpness vs real = "
-              "high-frequency energy in the face box over the real clip's; FID / FVD analogue = Fréchet distance "
+              "high-frequency energy in the face box over the real clip's; face detector = mean score of "
+              "mediapipe's face detection (a model we did not train) over every 4th frame, 0 where it finds no "
+              "face: a face broken into patches scores low where the evaluator's identity does not; FID / FVD analogue = Fréchet distance "
               "to the real clips in the evaluator's features, per frame / per 8-frame sequence (the oracle row: "
               "two disjoint halves of the real clips, i.e. two samples of different identities; rows that "
               "render the same clips as the real set, the model's and the blurred copy's, can go below it, "

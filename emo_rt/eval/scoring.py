@@ -10,8 +10,10 @@ import numpy as np
 from . import metrics
 from .data import EvalClip
 from .evaluator import Evaluator
+from .face_detector import face_detector_score
 
-SCORES = ("lip_r", "brow_r", "face_ssim", "background_psnr", "flicker", "identity", "sharpness", "silent_mouth")
+SCORES = ("lip_r", "brow_r", "face_ssim", "background_psnr", "flicker", "identity", "sharpness", "silent_mouth",
+          "face_detector")
 
 
 @dataclass
@@ -24,6 +26,7 @@ class VideoScores:
     identity: float | None  # mean cosine of the frames' identity embeddings to the reference's
     sharpness: float  # high-frequency energy inside the face box (metrics.sharpness)
     silent_mouth: float | None  # mean evaluator mouth opening over the clip's silent frames
+    face_detector: float | None  # an independent detector's mean face score (face_detector_score)
     mouth: np.ndarray = field(repr=False)  # (N,) evaluator mouth opening
     brow: np.ndarray = field(repr=False)
 
@@ -43,6 +46,7 @@ def score_video(frames: np.ndarray, clip: EvalClip, reference: np.ndarray, stati
         identity=float(identity.similarity(frames, reference).mean()) if identity is not None else None,
         sharpness=metrics.sharpness(frames, face),
         silent_mouth=float(measured["mouth_open"][silent].mean()) if silent.any() else None,
+        face_detector=face_detector_score(frames),
         mouth=measured["mouth_open"], brow=measured["brow_raise"])
 
 

@@ -104,7 +104,7 @@ def parse_face_box(text: str) -> FaceBox:
 
 
 @functools.cache
-def _mediapipe_detector(model_selection: int) -> object | None:
+def mediapipe_detector(model_selection: int) -> object | None:
     """mediapipe FaceDetection (0: short range, faces within ~2 m; 1: full range); None if absent."""
     try:
         from mediapipe.python.solutions.face_detection import (
@@ -131,7 +131,7 @@ def _detect_mediapipe(image: np.ndarray, min_confidence: float) -> list[FaceDete
     height, width = image.shape[:2]
     found: list[FaceDetection] = []
     for model_selection in (0, 1):
-        detector = _mediapipe_detector(model_selection)
+        detector = mediapipe_detector(model_selection)
         if detector is None:
             return []
         result = detector.process(np.ascontiguousarray(image))

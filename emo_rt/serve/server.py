@@ -63,7 +63,7 @@ def serve(options: ServeOptions, say=print) -> None:
     import torch
     import uvicorn
 
-    from emo_rt.pipeline import EmoPipeline, default_model_dir
+    from emo_rt.pipeline import EmoPipeline, default_model_dir, preload_input_readers
     from emo_rt.runtime.overlap import overlap_pays
     from emo_rt.serve.app import create_app, list_portraits
     from emo_rt.serve.jobs import JobQueue
@@ -76,6 +76,7 @@ def serve(options: ServeOptions, say=print) -> None:
     sock = bind(options.host, options.port)
     weights = Path(options.weights) if options.weights is not None else default_model_dir()
     pipeline = EmoPipeline.from_pretrained(weights)  # one model in memory; reference features cached in memory
+    preload_input_readers()  # the first upload is read at once, not after 1.9 s of imports
     threads = options.threads or torch.get_num_threads()
     settings = replace(pipeline.defaults, audio_chunk_seconds=options.audio_chunk_seconds,
                        overlap=overlap_pays(getattr(pipeline.components, "device", "cpu"), threads))

@@ -14,9 +14,9 @@ from emo_rt.runtime.backends.manifest import StaleEngineError
 from emo_rt.runtime.components import Components
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
-_PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16"}
+_PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16", torch.int8: "int8"}  # engine sets by dtype
 _DTYPE_NAMES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
-                "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+                "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "int8": torch.int8}
 
 __all__ = ["BACKENDS", "StaleEngineError", "load_components"]
 
@@ -27,11 +27,14 @@ def load_components(backend: str, model_dir: str | Path, engine_dir: str | Path 
 
     torch: the model itself (options: compile=True, cuda_graphs=True on CUDA). onnxruntime / tensorrt: the engines in
     `engine_dir`, refused with StaleEngineError when they do not match the model (options:
-    providers=[...], threads=N for onnxruntime; cuda_graphs=False for tensorrt)."""
+    providers=[...], threads=N for onnxruntime; cuda_graphs=False for tensorrt). dtype int8 picks
+    onnxruntime's int8 engines (export/quantize.py: the VAE decoder quantised, fp32 inputs and outputs)."""
     if isinstance(dtype, str):
         if dtype not in _DTYPE_NAMES:
             raise EmoError(f"unknown dtype {dtype!r}: choose fp32 or fp16")
         dtype = _DTYPE_NAMES[dtype]
+    if dtype == torch.int8 and backend != "onnxruntime":
+        raise EmoError(f"int8 runs onnxruntime's int8 engines (--backend onnxruntime), not --backend {backend}")
     if backend == "torch":
         from emo_rt.models import EmoModel
         from emo_rt.runtime.components import TorchComponents
@@ -47,7 +50,7 @@ def load_components(backend: str, model_dir: str | Path, engine_dir: str | Path 
     if backend not in BACKENDS:
         raise EmoError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if dtype not in _PRECISIONS:
-        raise EmoError(f"--backend {backend} runs fp32 or fp16 engines, not {dtype}")
+        raise EmoError(f"--backend {backend} runs fp32, fp16 or (onnxruntime) int8 engines, not {dtype}")
     if engine_dir is None:
         raise EmoError(f"--backend {backend} needs --engines DIR (built by `emo-rt build-engines --backend {backend}`)")
     if backend == "onnxruntime":

@@ -11,7 +11,8 @@ CPU time (user + system of the render process) is the figure to compare on a sha
 time also counts the time other jobs hold the cores, and that changes between two long runs.
 `--threads 1` makes CPU time equal wall time on an idle machine.
 
-    python benchmarks/bench_render_scaling.py [--weights DIR] [--steps S] [--cfg G] [--threads N] [--rounds R] [--json out.json]
+    python benchmarks/bench_render_scaling.py [--weights DIR] [--steps S] [--cfg G] [--threads N] [--rounds R]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -90,23 +91,26 @@ def main() -> None:
             row = {"audio_seconds": seconds, "round": round_index, **json.loads(out.stdout.strip().splitlines()[-1])}
             runs[seconds].append(row)
             print(f"{seconds:6.1f} s audio: {row['frames']} frames, {row['render_seconds']:.1f} s wall, "
-                  f"{row['cpu_seconds']:.1f} s CPU ({row['threads']} threads, load {row['load_average']:.1f} at the end), "
-                  f"first frames after {row['first_frames_seconds']:.2f} s, {row['steps']} steps at cfg {row['cfg']:g}, "
+                  f"{row['cpu_seconds']:.1f} s CPU ({row['threads']} threads, load {row['load_average']:.1f} "
+                  f"at the end), first frames after {row['first_frames_seconds']:.2f} s, {row['steps']} steps "
+                  f"at cfg {row['cfg']:g}, "
                   f"overlap {'on' if row['overlap'] else 'off'}, "
                   f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
     rows = [min(runs[seconds], key=lambda r: r["render_seconds"]) for seconds in args.lengths]  # least disturbed
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]
-        median = {s: float(np.median([r["render_seconds"] for r in runs[s]])) for s in (a["audio_seconds"], b["audio_seconds"])}
+        median = {s: float(np.median([r["render_seconds"] for r in runs[s]]))
+                  for s in (a["audio_seconds"], b["audio_seconds"])}
+        rss = {s: max(r["peak_rss_mb"] for r in runs[s]) for s in (a["audio_seconds"], b["audio_seconds"])}
         print(f"fastest of {args.rounds}: {a['render_seconds']:.1f} s / {b['render_seconds']:.1f} s, "
               f"wall time ratio {b['render_seconds'] / a['render_seconds']:.2f}, CPU time ratio "
               f"{b['cpu_seconds'] / a['cpu_seconds']:.2f} (audio ratio "
               f"{b['audio_seconds'] / a['audio_seconds']:.1f}); median wall ratio "
               f"{median[b['audio_seconds']] / median[a['audio_seconds']]:.2f}; peak RSS ratio "
-              f"{max(r['peak_rss_mb'] for r in runs[b['audio_seconds']]) / max(r['peak_rss_mb'] for r in runs[a['audio_seconds']]):.3f}")
+              f"{rss[b['audio_seconds']] / rss[a['audio_seconds']]:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"weights": args.weights, "fastest": rows,
-                                               "runs": [r for seconds in args.lengths for r in runs[seconds]]}, indent=1))
+        every = [r for seconds in args.lengths for r in runs[seconds]]
+        Path(args.json).write_text(json.dumps({"weights": args.weights, "fastest": rows, "runs": every}, indent=1))
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ import torch
 
 from emo_rt.config import EmoConfig
 from emo_rt.errors import EmoError
-from emo_rt.io.files import atomic_path
 from emo_rt.export import manifest as mf
 from emo_rt.export.onnx_export import OPSET, TORCH_DTYPES, export_onnx
 from emo_rt.export.quantize import QUANTIZED, quantize_int8
 from emo_rt.export.specs import PRECISIONS, ExportSpec, TensorSpec, export_specs
+from emo_rt.io.files import atomic_path
 from emo_rt.runtime.progress import progress_bar
 
 BACKENDS = ("onnxruntime", "tensorrt")
@@ -94,7 +94,8 @@ def quantize_digest() -> str:
     """Digest of export/quantize.py and of the onnxruntime whose quantiser it drives."""
     import onnxruntime
 
-    return mf.json_digest({"file": mf.file_digest(_PACKAGE_ROOT / "quantize.py"), "onnxruntime": onnxruntime.__version__})
+    return mf.json_digest({"file": mf.file_digest(_PACKAGE_ROOT / "quantize.py"),
+                           "onnxruntime": onnxruntime.__version__})
 
 
 def backend_target(backend: str) -> tuple[str, str, bool]:

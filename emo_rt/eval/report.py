@@ -104,16 +104,16 @@ def markdown(report: dict) -> str:
               "clips; > 0: video late); face SSIM / background PSNR = similarity to the reference inside / "
               "outside the clip's face box; flicker = mean frame-to-frame change on pixels that never change in "
               "the real clip; drift = relative loss of whole-frame SSIM to the reference, the render's last tenth "
-              "vs its first (at least one window each); speed rho = Spearman of the requested vs the measured head speed; mouth open in silence = "
-              "the evaluator's mouth opening over frames whose audio is silent; identity similarity = mean cosine "
-              "of the evaluator's identity embedding of each frame to the reference's; sharpness vs real = "
-              "high-frequency energy in the face box over the real clip's; face detector = mean score of "
-              "mediapipe's face detection (a model we did not train) over every 4th frame, 0 where it finds no "
-              "face: a face broken into patches scores low where the evaluator's identity does not; FID / FVD analogue = Fréchet distance "
-              "to the real clips in the evaluator's features, per frame / per 8-frame sequence (the oracle row: "
-              "two disjoint halves of the real clips, i.e. two samples of different identities; rows that "
-              "render the same clips as the real set, the model's and the blurred copy's, can go below it, "
-              "towards 0).", ""]
+              "vs its first (at least one window each); speed rho = Spearman of the requested vs the measured "
+              "head speed; mouth open in silence = the evaluator's mouth opening over frames whose audio is "
+              "silent; identity similarity = mean cosine of the evaluator's identity embedding of each frame to "
+              "the reference's; sharpness vs real = high-frequency energy in the face box over the real clip's; "
+              "face detector = mean score of mediapipe's face detection (a model we did not train) over every "
+              "4th frame, 0 where it finds no face: a face broken into patches scores low where the evaluator's "
+              "identity does not; FID / FVD analogue = Fréchet distance to the real clips in the evaluator's "
+              "features, per frame / per 8-frame sequence (the oracle row: two disjoint halves of the real "
+              "clips, i.e. two samples of different identities; rows that render the same clips as the real "
+              "set, the model's and the blurred copy's, can go below it, towards 0).", ""]
     return "\n".join(lines)
 
 

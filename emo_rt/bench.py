@@ -241,6 +241,9 @@ def levers(options: BenchOptions, base: RenderSettings, backends: list[str], bf1
     if "onnxruntime" in backends:
         rows += [Lever("onnxruntime (sequential)", "onnxruntime", replace(base, overlap=False), True),
                  Lever("onnxruntime + overlap", "onnxruntime", base, True)]
+    if "onnxruntime-int8" in backends:
+        rows += [Lever("onnxruntime int8 decoder (sequential)", "onnxruntime-int8", replace(base, overlap=False), True),
+                 Lever("onnxruntime int8 decoder + overlap", "onnxruntime-int8", base, True)]
     return rows
 
 
@@ -265,22 +268,26 @@ def bench_model_dir(weights: str | Path | None, preset: str | None, scratch: Pat
         raise WeightsError(f"{err}; or --preset tiny to benchmark a random-init tiny model") from None
 
 
-def _onnxruntime(model_dir: Path, options: BenchOptions, scratch: Path) -> tuple[Components | None, str]:
-    """The onnxruntime backend, or None and why not."""
+def _onnxruntime(model_dir: Path, options: BenchOptions, scratch: Path,
+                 precision: str = "fp32") -> tuple[Components | None, str]:
+    """The onnxruntime backend on fp32 (or int8) engines, or None and why not. Engines are built
+    where missing: in a temp dir, or for int8 beside --engines' fp32 set (whose files it copies)."""
     from emo_rt.runtime.backends import load_components
 
     engines = options.engines
-    if engines is None:
-        if options.quick:
-            return None, "--quick builds no engines (pass --engines DIR from `emo-rt build-engines`)"
+    if engines is None and options.quick:
+        return None, "--quick builds no engines (pass --engines DIR from `emo-rt build-engines`)"
+    if engines is None or precision != "fp32":
         try:
             from emo_rt.export import build_engines
         except ImportError as err:
             return None, f"the exporter is not installed ({err}): pip install -e '.[export]'"
-        engines = scratch / "engines"
-        build_engines(model_dir, "onnxruntime", "fp32", engines, progress=False)
+        engines = engines or scratch / "engines"
     try:
-        return load_components("onnxruntime", model_dir, engines, threads=torch.get_num_threads()), ""
+        if engines == scratch / "engines" or precision != "fp32":  # current engines are reused
+            build_engines(model_dir, "onnxruntime", precision, engines, progress=False)
+        dtype = torch.int8 if precision == "int8" else torch.float32
+        return load_components("onnxruntime", model_dir, engines, dtype, threads=torch.get_num_threads()), ""
     except (EmoError, ImportError) as err:
         return None, str(err)
 
@@ -322,7 +329,8 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(), out
         if not recorded:
             result["skipped"]["model default"] = f"{model_dir} has no {RENDER_FILE} (render settings of its own)"
         default = model_render_settings(model_dir) if recorded else None
-        chosen = levers(options, base, backends, "torch-bf16" in components, default)
+        chosen = levers(options, base, [*backends, *(["onnxruntime-int8"] if "onnxruntime-int8" in components else [])],
+                        "torch-bf16" in components, default)
         result["renders"] = render_levers(chosen, components, model_dir, media, options.rounds, scratch, progress)
         # 5. utilisation: counted FLOPs over measured time, against the better of the two peak measurements
         peak = max(peak_start, matmul_peak(torch.float32))
@@ -356,6 +364,13 @@ def _backends(model_dir: Path, model, options: BenchOptions, scratch: Path, resu
         else:
             components["onnxruntime"] = ort
             result["machine"]["onnxruntime"] = ort.name
+        if not options.quick:  # the VAE decoder in int8 (VNNI), the rest as above
+            progress("onnxruntime int8 engines")
+            ort8, why = _onnxruntime(model_dir, options, scratch, "int8")
+            if ort8 is None:
+                result["skipped"]["onnxruntime int8"] = why
+            else:
+                components["onnxruntime-int8"] = ort8
     return components
 
 

@@ -60,3 +60,19 @@ def test_bench_without_a_model_says_how_to_get_one(capsys, monkeypatch, tmp_path
     err = capsys.readouterr().err
     assert err.startswith("emo-rt: error: ") and "--weights" in err and "--preset tiny" in err
     assert err.count("\n") == 1
+
+
+def test_int8_levers_are_measured_against_eager_beside_the_fp32_engines():
+    """With int8 engines the full bench renders them sequentially and overlapped, each checked
+    against eager's frames (PSNR), after the fp32 onnxruntime rows; --quick builds no engines."""
+    from emo_rt.bench import BenchOptions, levers
+    from emo_rt.pipeline import RenderSettings
+
+    base = RenderSettings(steps=2, cfg=1.0)
+    rows = levers(BenchOptions(), base, ["torch", "onnxruntime", "onnxruntime-int8"], bf16=False)
+    names = [r.name for r in rows]
+    int8 = [r for r in rows if r.backend == "onnxruntime-int8"]
+    assert [r.settings.overlap for r in int8] == [False, True] and all(r.comparable for r in int8)
+    assert names.index("onnxruntime + overlap") < names.index(int8[0].name)
+    assert not [r for r in levers(BenchOptions(), base, ["torch", "onnxruntime"], bf16=False)
+                if r.backend == "onnxruntime-int8"]

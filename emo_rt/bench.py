@@ -242,8 +242,8 @@ def levers(options: BenchOptions, base: RenderSettings, backends: list[str], bf1
         rows += [Lever("onnxruntime (sequential)", "onnxruntime", replace(base, overlap=False), True),
                  Lever("onnxruntime + overlap", "onnxruntime", base, True)]
     if "onnxruntime-int8" in backends:
-        rows += [Lever("onnxruntime int8 decoder (sequential)", "onnxruntime-int8", replace(base, overlap=False), True),
-                 Lever("onnxruntime int8 decoder + overlap", "onnxruntime-int8", base, True)]
+        rows += [Lever("onnxruntime int8 (sequential)", "onnxruntime-int8", replace(base, overlap=False), True),
+                 Lever("onnxruntime int8 + overlap", "onnxruntime-int8", base, True)]
     return rows
 
 

@@ -207,6 +207,7 @@ class _DenoiseStage(Stage):
             c, _, h, w = self.latent_shape
             drawn["anchor_noise"] = torch.rand((), generator=generator) * r.anchor_noise * torch.randn(
                 (c, h, w), generator=generator)
+            drawn["anchor_blur"] = torch.rand((), generator=generator) * r.anchor_blur
         return drawn
 
     # conditioning (B = batch): each returns what the Backbone takes
@@ -350,6 +351,9 @@ class ClipStage(_DenoiseStage):
         last = batch["frame_latents"][:, n - 1] if n else reference
         first = batch["zero_motion"].reshape(-1, 1, 1, 1).bool()
         anchor = torch.where(first, reference, last)
+        if "anchor_blur" in batch:  # toward the over-smooth latents a render hands the next window
+            a = batch["anchor_blur"].reshape(-1, 1, 1, 1).to(anchor)
+            anchor = (1 - a) * anchor + a * F.avg_pool2d(anchor, 3, 1, 1, count_include_pad=False)
         return anchor + batch["anchor_noise"].to(anchor) if "anchor_noise" in batch else anchor
 
     def _window(self, x: torch.Tensor, module: nn.Module, context: int) -> torch.Tensor:

@@ -103,3 +103,20 @@ def test_the_motion_anchor_is_noised_by_what_the_stage_drew_and_only_in_that_des
     assert torch.equal(stage.model.backbone.seen["anchor_latents"], expected)
     residual, _ = stage_and_batch(2, "sample")
     assert "anchor_noise" not in residual.draw(torch.Generator().manual_seed(0))
+
+
+def test_the_motion_anchor_is_blurred_by_the_drawn_share():
+    """anchor_blur a: the anchor mixed toward its 3x3 blur in latent space (what a render's over-smooth
+    frames look like), a = 1 the blur itself, a = 0 the frame untouched."""
+    stage, batch = stage_and_batch(2, "sample", anchor="motion")
+    n = stage.num_motion_frames
+    batch["anchor_blur"] = torch.tensor([1.0, 0.0])
+    last = batch["frame_latents"][:, n - 1]
+    blurred = torch.nn.functional.avg_pool2d(last, 3, 1, 1, count_include_pad=False)
+    anchor = stage.anchor(batch)
+    torch.testing.assert_close(anchor[0], blurred[0])
+    assert torch.equal(anchor[1], last[1]) and not torch.allclose(anchor[0], last[0])
+    drawn = stage_and_batch(2, "sample", anchor="motion")[0]
+    drawn.stage_recipe = DenoiseStageRecipe(steps=1, batch_size=2, lr=1e-3, anchor_blur=0.5)
+    shares = torch.stack([drawn.draw(torch.Generator().manual_seed(k))["anchor_blur"] for k in range(100)])
+    assert 0 <= float(shares.min()) and float(shares.max()) <= 0.5 and float(shares.std()) > 0.05

@@ -63,7 +63,7 @@ BAD_ARGUMENTS = [
     (("--resolution", "4"), "argument --resolution"),
     (("--scheduler", "plms"), "argument --scheduler: invalid choice: 'plms'"),
     (("--start", "middle"), "argument --start"),
-    (("--dtype", "int8"), "argument --dtype"),
+    (("--dtype", "int4"), "argument --dtype"),
     (("--backend", "tflite"), "argument --backend"),
     (("--attention", "flash"), "argument --attention"),
     (("--device", "gpu7"), "argument --device: 'gpu7' is not a device"),
@@ -79,6 +79,13 @@ def test_bad_argument(more, message, portrait, speech, tmp_path):
     # no --weights: the error must come before any model is looked for, let alone loaded
     result = emo_rt("render", portrait, speech, "-o", tmp_path / "video.mp4", *more, cwd=tmp_path)
     assert_error(result, message, only_line=True)
+    assert files_under(tmp_path) == []
+
+
+def test_int8_without_its_engines_is_one_clear_line(portrait, speech, model_dir, tmp_path):
+    """int8 is onnxruntime's int8 engine set: asked of torch, it is refused before anything renders."""
+    result = emo_rt(*render_args(portrait, speech, tmp_path / "video.mp4", model_dir, "--dtype", "int8"))
+    assert_error(result, "int8 runs onnxruntime's int8 engines (--backend onnxruntime)", only_line=True)
     assert files_under(tmp_path) == []
 
 

@@ -121,12 +121,10 @@ class FaceLocatorConfig:
 
 
 VAE_KINDS = ("kl", "shuffle")
-# The anchor: "none"; "residual": the reference's latents are concatenated to every frame's noisy latents
-# at the Backbone's input, and the Backbone denoises the frames minus them, so what does not move is kept
-# exactly; "motion" (on trial, lab/notes/default_model_v2.md): the same with the last motion frame as the
-# anchor (the reference in a render's first window), noised in training (DenoiseStageRecipe.anchor_noise)
-# so the Backbone learns to correct the errors of the frames a render hands it
-ANCHORS = ("none", "residual", "motion")
+# The anchor (the reference's latents): "none", or "residual": they are concatenated to every frame's noisy
+# latents at the Backbone's input, and the Backbone denoises the frames minus them, so what does not move
+# is kept exactly
+ANCHORS = ("none", "residual")
 
 
 @dataclass(frozen=True)

@@ -455,7 +455,7 @@ class EmoPipeline:
         if guided and settings.batch_guidance:  # (conditional, unconditional) as one batch, built once
             pair_ref = [torch.cat([x, z]) for x, z in zip(ref_features, null_ref)]
             pair_face = face_latents.expand(2, -1, -1, -1)
-        reference_anchor = None if config.anchor == "none" else ref["latents"].to(device)  # (1, C, h, w)
+        anchor = None if config.anchor == "none" else ref["latents"].to(device)  # (1, C, h, w): the reference
         for k in itertools.count():
             start = k * f
             span = audio.frames(max(0, start - m), start + f + m, cancelled)
@@ -463,9 +463,6 @@ class EmoPipeline:
                 return
             audio_tokens, speed = self.window_tokens(span.features, span.speeds, start - span.first)
             motion = comp.motion_features(motion_latents.permute(0, 2, 1, 3, 4))
-            anchor = reference_anchor  # "motion": the last frame drawn, from the second window on
-            if config.anchor == "motion" and k > 0 and n:
-                anchor = motion_latents[:, :, -1]
             anchored = () if anchor is None else (anchor,)
             # conditioning in the order of Components.denoise after (latents, timestep)
             cond = (ref_features, motion, audio_tokens, speed, face_latents, *anchored)

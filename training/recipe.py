@@ -129,15 +129,10 @@ class DenoiseStageRecipe(StageRecipe):
     reference_dropout: float = 0.05
     audio_dropout: float = 0.05  # stages 2-3
     zero_motion_prob: float = 0.1  # stages 2-3: a clip's first window, with zero motion latents
-    anchor_noise: float = 0.0  # stages 2-4 with anchor "motion": the anchor + sigma * N(0, 1), sigma ~ U(0, this)
-    anchor_blur: float = 0.0  # and first mixed toward its 3x3 latent blur by a ~ U(0, this) (renders draw smooth)
     sample_steps: int = 20  # DDIM steps for the contact sheet
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _non_negative("anchor_noise", self.anchor_noise)
-        if not 0 <= self.anchor_blur <= 1:
-            raise ValueError(f"anchor_blur must lie in [0, 1], got {self.anchor_blur}")
         for name in ("reference_dropout", "audio_dropout", "zero_motion_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

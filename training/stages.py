@@ -200,15 +200,9 @@ class _DenoiseStage(Stage):
         r = self.stage_recipe
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (), generator=generator)
         u = torch.rand(2, generator=generator)
-        drawn = {"noise": torch.randn(self.latent_shape, generator=generator), "timestep": t,
-                 "keep_reference": (u[0] >= r.reference_dropout).float(),
-                 "keep_audio": (u[1] >= r.audio_dropout).float()}
-        if self.model.config.anchor == "motion":  # drawn only here: other designs keep their random stream
-            c, _, h, w = self.latent_shape
-            drawn["anchor_noise"] = torch.rand((), generator=generator) * r.anchor_noise * torch.randn(
-                (c, h, w), generator=generator)
-            drawn["anchor_blur"] = torch.rand((), generator=generator) * r.anchor_blur
-        return drawn
+        return {"noise": torch.randn(self.latent_shape, generator=generator), "timestep": t,
+                "keep_reference": (u[0] >= r.reference_dropout).float(),
+                "keep_audio": (u[1] >= r.audio_dropout).float()}
 
     # conditioning (B = batch): each returns what the Backbone takes
     def reference_features(self, batch, train: bool) -> list[torch.Tensor]:
@@ -229,8 +223,7 @@ class _DenoiseStage(Stage):
         raise NotImplementedError
 
     def anchor(self, batch) -> torch.Tensor | None:
-        """(B, C, h, w) the anchor: the reference's latents (a frame pair has no motion frames); None
-        when the model takes none."""
+        """(B, C, h, w) the anchor: the reference's latents; None when the model takes none."""
         return None if self.model.config.anchor == "none" else batch["reference_latents"]
 
     def anchor_condition(self, batch) -> dict[str, torch.Tensor]:
@@ -341,20 +334,6 @@ class ClipStage(_DenoiseStage):
 
     def clean_latents(self, batch):
         return batch["frame_latents"][:, self.num_motion_frames:].transpose(1, 2)  # (B, 4, f, h, w)
-
-    def anchor(self, batch):
-        """(B, C, h, w): for anchor "motion" the last motion frame's latents (the reference's in a clip's
-        first window, as in a render), plus the drawn anchor noise; else as every stage."""
-        if self.model.config.anchor != "motion":
-            return super().anchor(batch)
-        n, reference = self.num_motion_frames, batch["reference_latents"]
-        last = batch["frame_latents"][:, n - 1] if n else reference
-        first = batch["zero_motion"].reshape(-1, 1, 1, 1).bool()
-        anchor = torch.where(first, reference, last)
-        if "anchor_blur" in batch:  # toward the over-smooth latents a render hands the next window
-            a = batch["anchor_blur"].reshape(-1, 1, 1, 1).to(anchor)
-            anchor = (1 - a) * anchor + a * F.avg_pool2d(anchor, 3, 1, 1, count_include_pad=False)
-        return anchor + batch["anchor_noise"].to(anchor) if "anchor_noise" in batch else anchor
 
     def _window(self, x: torch.Tensor, module: nn.Module, context: int) -> torch.Tensor:
         """Per-frame inputs of frames start-M .. -> tokens of the f window frames, each from frames

@@ -43,17 +43,16 @@ def null_audio_tokens(audio_tokens: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(audio_tokens)
 
 
-# The anchor (EmoConfig.anchor): the frame every window copies from. "residual": the reference's latents;
-# "motion": the last motion frame's (the reference's in a clip's first window). A last frame the render
-# drew carries its errors: trained only on clean anchors, a render adds each window's error to the next
-# (lab/notes/default_model_v2.md), so "motion" is trained on noised anchors. Training and the renderer
-# move between frames and what is diffused with these same functions.
+# The anchor (EmoConfig.anchor): the clean frame every window copies from, the reference's latents. Not the
+# last frame drawn: training only ever shows clean anchors, so a render anchored on its own frames adds
+# each window's error to the next (lab/notes/default_model_v2.md). Training and the renderer move between
+# frames and what is diffused with these same functions.
 def to_diffused(frames: torch.Tensor, anchor: torch.Tensor | None, mode: str) -> torch.Tensor:
-    """(B, C, f, h, w) frame latents -> what the Backbone denoises: minus the anchor (B, C, h, w) when
-    the model has one, the frames themselves otherwise."""
-    return frames if mode == "none" else frames - anchor[:, :, None]
+    """(B, C, f, h, w) frame latents -> what the Backbone denoises: minus the anchor (B, C, h, w) for
+    mode "residual", the frames themselves otherwise."""
+    return frames - anchor[:, :, None] if mode == "residual" else frames
 
 
 def from_diffused(latents: torch.Tensor, anchor: torch.Tensor | None, mode: str) -> torch.Tensor:
     """The inverse of `to_diffused`."""
-    return latents if mode == "none" else latents + anchor[:, :, None]
+    return latents + anchor[:, :, None] if mode == "residual" else latents

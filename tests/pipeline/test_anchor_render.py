@@ -101,18 +101,3 @@ def test_a_backbone_that_predicts_no_change_renders_the_reference_still(model_di
         off = rms(drawn["residual"][f * k: f * k + f] - reference)
         assert off == pytest.approx(per_window, rel=0.05)
     assert rms(drawn["none"] - reference) > 0.9 * rms(reference) > 3 * per_window
-
-
-def test_the_motion_anchor_is_the_reference_then_each_window_s_last_frame(model_dir, portrait, speech_1s):
-    """anchor "motion": the first window anchors on the reference, every later one on the last frame the
-    window before it drew, in both passes of a step and in its frames (drawn minus anchor is what the
-    sampler left)."""
-    torch.manual_seed(0)
-    model = EmoModel(dataclasses.replace(EmoModel.from_pretrained(model_dir).config, anchor="motion")).eval()
-    steps = 2
-    drawn, anchors, reference = windows(model, portrait, speech_1s, steps)
-    assert len(drawn) == 4 and len(anchors) == 4 * steps
-    assert all(torch.equal(a, reference) for a in anchors[:steps])
-    for k in range(1, 4):
-        for anchor in anchors[k * steps:(k + 1) * steps]:
-            torch.testing.assert_close(anchor[0], drawn[k - 1][-1], atol=0, rtol=0)

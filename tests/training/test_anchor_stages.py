@@ -27,9 +27,9 @@ class Answers(nn.Module):
         return self.answer
 
 
-def stage_and_batch(number: int, prediction_type: str, anchor: str = "residual", anchor_noise: float = 0.0):
-    overrides = dict(TOY_MODEL_OVERRIDES, anchor=anchor)
-    section = DenoiseStageRecipe(steps=1, batch_size=2, lr=1e-3, anchor_noise=anchor_noise)
+def stage_and_batch(number: int, prediction_type: str):
+    overrides = dict(TOY_MODEL_OVERRIDES, anchor="residual")
+    section = DenoiseStageRecipe(steps=1, batch_size=2, lr=1e-3)
     recipe = Recipe(model="tiny", model_overrides=overrides, diffusion=DiffusionRecipe(prediction_type=prediction_type),
                     stage1=section, stage2=section)
     torch.manual_seed(0)
@@ -72,51 +72,3 @@ def test_with_v_prediction_the_same_answer_is_not_the_target():
     assert float(stage(batch)[0]) > 0.1
     stage.model.backbone = Answers(stage.scheduler.get_velocity(diffused, batch["noise"], batch["timestep"]))
     assert float(stage(batch)[0]) < 1e-10
-
-
-def test_the_motion_anchor_is_the_last_motion_frame_or_the_reference_in_a_first_window():
-    """anchor "motion": a window with motion frames anchors on the last of them, a clip's first window
-    (zero motion) on the reference, as the render does; the target is the frames minus that anchor."""
-    stage, batch = stage_and_batch(2, "sample", anchor="motion")
-    n = stage.num_motion_frames
-    batch["zero_motion"] = torch.tensor([False, True])
-    expected = torch.stack([batch["frame_latents"][0, n - 1], batch["reference_latents"][1]])
-    stage.model.backbone = Answers(stage.clean_latents(batch) - expected[:, :, None])
-    loss, _ = stage(batch)
-    assert torch.equal(stage.model.backbone.seen["anchor_latents"], expected)
-    assert float(loss) == 0.0
-
-
-def test_the_motion_anchor_is_noised_by_what_the_stage_drew_and_only_in_that_design():
-    """The drawn anchor noise (sigma ~ U(0, anchor_noise)) is added to the anchor the Backbone sees and
-    subtracted from the target: it learns to correct an anchor that is off, as a render's own frame is.
-    The reference-anchored design draws nothing more (its random stream is unchanged)."""
-    stage, batch = stage_and_batch(2, "sample", anchor="motion", anchor_noise=0.5)
-    draws = [stage.draw(torch.Generator().manual_seed(k)) for k in range(200)]
-    sigmas = torch.stack([d["anchor_noise"].std() for d in draws])
-    assert 0 < float(sigmas.min()) and float(sigmas.max()) <= 0.5 * 1.2 and 0.2 < float(sigmas.mean()) < 0.3
-    batch["anchor_noise"] = torch.stack([draws[0]["anchor_noise"], draws[1]["anchor_noise"]])
-    n = stage.num_motion_frames
-    expected = batch["frame_latents"][:, n - 1] + batch["anchor_noise"]
-    stage.model.backbone = Answers(stage.clean_latents(batch) - expected[:, :, None])
-    assert float(stage(batch)[0]) == 0.0
-    assert torch.equal(stage.model.backbone.seen["anchor_latents"], expected)
-    residual, _ = stage_and_batch(2, "sample")
-    assert "anchor_noise" not in residual.draw(torch.Generator().manual_seed(0))
-
-
-def test_the_motion_anchor_is_blurred_by_the_drawn_share():
-    """anchor_blur a: the anchor mixed toward its 3x3 blur in latent space (what a render's over-smooth
-    frames look like), a = 1 the blur itself, a = 0 the frame untouched."""
-    stage, batch = stage_and_batch(2, "sample", anchor="motion")
-    n = stage.num_motion_frames
-    batch["anchor_blur"] = torch.tensor([1.0, 0.0])
-    last = batch["frame_latents"][:, n - 1]
-    blurred = torch.nn.functional.avg_pool2d(last, 3, 1, 1, count_include_pad=False)
-    anchor = stage.anchor(batch)
-    torch.testing.assert_close(anchor[0], blurred[0])
-    assert torch.equal(anchor[1], last[1]) and not torch.allclose(anchor[0], last[0])
-    drawn = stage_and_batch(2, "sample", anchor="motion")[0]
-    drawn.stage_recipe = DenoiseStageRecipe(steps=1, batch_size=2, lr=1e-3, anchor_blur=0.5)
-    shares = torch.stack([drawn.draw(torch.Generator().manual_seed(k))["anchor_blur"] for k in range(100)])
-    assert 0 <= float(shares.min()) and float(shares.max()) <= 0.5 and float(shares.std()) > 0.05

@@ -60,7 +60,7 @@ def test_render_refuses_stale_engines_in_one_line(model_dir, ort_engines, inputs
     (["--backend", "onnxruntime"], "--backend onnxruntime needs --engines DIR"),
     (["--engines", "somewhere"], "--engines is for --backend onnxruntime or tensorrt"),
     (["--backend", "onnxruntime", "--engines", "nowhere"], "no engines in nowhere (no manifest.json)"),
-    (["--backend", "onnxruntime", "--engines", "nowhere", "--dtype", "bfloat16"], "runs fp32 or fp16 engines"),
+    (["--backend", "onnxruntime", "--engines", "nowhere", "--dtype", "bfloat16"], "runs fp32, fp16 or (onnxruntime) int8 engines"),
 ])
 def test_render_backend_argument_errors(tiny_model_dir, inputs, tmp_path, capsys, extra, message):
     assert main(render_args(inputs, tmp_path / "v.mp4", tiny_model_dir, *extra)) == 2

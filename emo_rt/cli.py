@@ -37,8 +37,6 @@ def _render(args) -> int:
     from emo_rt.runtime.overlap import overlap_pays
     from emo_rt.runtime.reference_cache import cache_dir_option
 
-    readers = threading.Thread(target=_quietly, args=(preload_input_readers,), daemon=True)
-    readers.start()  # the input libraries import beside the model load; render() then reads files at once
     torch = _torch(args.threads)
     if args.engines is not None and args.backend == "torch":
         raise EmoError("--engines is for --backend onnxruntime or tensorrt (torch runs the weights themselves)")
@@ -60,7 +58,7 @@ def _render(args) -> int:
                               batch_guidance=not args.separate_guidance, overlap=overlap)
     if not args.quiet:
         print(f"settings: {settings.scheduler} {settings.steps} steps, cfg {settings.cfg:g}, start {settings.start}")
-    readers.join()
+    _quietly(preload_input_readers)  # imported before the render: its time is the render's
     stats = render(args.image, args.audio, args.output, pipeline, settings, face_box=args.face_box,
                    no_crop=args.no_crop, preview=args.preview, show_progress=not args.quiet)
     print(f"wrote {args.output}: {stats.line()} ({pipeline.components.name}; inputs: {stats.input_backend})")

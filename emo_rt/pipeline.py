@@ -532,16 +532,18 @@ class Inputs:
 
 
 def preload_input_readers() -> None:
-    """Import now what `load_inputs` reads files with: DALI (unless $EMO_RT_NO_DALI) and the face
-    detector. On the 2-core box these imports take about 1.9 s (DALI 1.1 s, mediapipe 0.8 s), a
-    cost of the process, not of a render: callers that load a model to render with (the CLI, the
-    server) pay it at start-up, so a render's time is the render's."""
+    """Import now what `load_inputs` reads files with: DALI (unless $EMO_RT_NO_DALI) and mediapipe's
+    face detection module. On the 2-core box these imports take about 1.9 s (DALI 1.1 s, mediapipe
+    0.8 s), a cost of the process, not of a render: callers that load a model to render with (the
+    CLI, the server) pay it at start-up, so a render's time is the render's."""
     from emo_rt.io.dali import backend_choice, import_dali
-    from emo_rt.io.image import mediapipe_detector
 
     if backend_choice() == "auto":
         import_dali()
-    mediapipe_detector(0)
+    try:  # the module only: a detector graph is built when a face is to be found (a live one at an
+        import mediapipe.python.solutions.face_detection  # noqa: F401  interrupt can abort the exit)
+    except ImportError:
+        pass
 
 
 def load_inputs(image_path: str | Path, audio_path: str | Path, resolution: int, fps: int,

@@ -277,14 +277,15 @@ def _onnxruntime(model_dir: Path, options: BenchOptions, scratch: Path,
     engines = options.engines
     if engines is None and options.quick:
         return None, "--quick builds no engines (pass --engines DIR from `emo-rt build-engines`)"
-    if engines is None or precision != "fp32":
+    build = engines is None or precision != "fp32"  # build_engines reuses what is current
+    if build:
         try:
             from emo_rt.export import build_engines
         except ImportError as err:
             return None, f"the exporter is not installed ({err}): pip install -e '.[export]'"
         engines = engines or scratch / "engines"
     try:
-        if engines == scratch / "engines" or precision != "fp32":  # current engines are reused
+        if build:
             build_engines(model_dir, "onnxruntime", precision, engines, progress=False)
         dtype = torch.int8 if precision == "int8" else torch.float32
         return load_components("onnxruntime", model_dir, engines, dtype, threads=torch.get_num_threads()), ""

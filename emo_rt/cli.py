@@ -23,14 +23,6 @@ class Terminated(BaseException):
 
 
 # ---- render ---------------------------------------------------------------------------------
-def _quietly(work) -> None:
-    """Run `work` and drop any error: a preload whose failure the real call will report itself."""
-    try:
-        work()
-    except Exception:  # noqa: BLE001 - load_inputs raises it again, with its own clear message
-        pass
-
-
 def _render(args) -> int:
     _check_render_paths(args)  # before the imports: a mistyped path is told in 0.2 s, not 8
     from emo_rt.pipeline import EmoPipeline, preload_input_readers, render, with_overrides
@@ -58,7 +50,7 @@ def _render(args) -> int:
                               batch_guidance=not args.separate_guidance, overlap=overlap)
     if not args.quiet:
         print(f"settings: {settings.scheduler} {settings.steps} steps, cfg {settings.cfg:g}, start {settings.start}")
-    _quietly(preload_input_readers)  # imported before the render: its time is the render's
+    preload_input_readers()  # imported before the render: its time is the render's
     stats = render(args.image, args.audio, args.output, pipeline, settings, face_box=args.face_box,
                    no_crop=args.no_crop, preview=args.preview, show_progress=not args.quiet)
     print(f"wrote {args.output}: {stats.line()} ({pipeline.components.name}; inputs: {stats.input_backend})")

@@ -133,7 +133,6 @@ def test_face_detector_score_sees_a_broken_face_that_blur_does_not_hide(small_co
     from emo_rt.eval.data import HeldOutData
     from emo_rt.eval.face_detector import face_detector_score
 
-    pytest.importorskip("mediapipe")
     data = HeldOutData(*small_corpus)
     clips = [data.load(e) for split in ("train", "val", "test") for e in data.index.split(split)]
     real = np.mean([face_detector_score(c.frames) for c in clips])

@@ -52,7 +52,7 @@ class BenchOptions:
     rounds: int = 2  # interleaved rounds of the end-to-end renders (each row: its fastest round)
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     quick: bool = False  # CI: fewer levers, no engine build
-    backends: tuple[str, ...] = ("torch", "onnxruntime")
+    backends: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
     engines: str | None = None  # onnxruntime fp32 engine directory; built in a temp dir otherwise (not --quick)
 
 
@@ -236,15 +236,28 @@ def levers(options: BenchOptions, base: RenderSettings, backends: list[str], bf1
                  Lever(f"steps x2 ({2 * base.steps})", "torch", replace(base, steps=2 * base.steps, overlap=False), False)]
         if bf16:
             rows.append(Lever("bf16", "torch-bf16", replace(base, overlap=False), True))
-        if torch.get_num_threads() > 1:
-            rows.append(Lever("1 thread", "torch", replace(base, overlap=False), True, threads=1))
+    # eager at every thread count: the baseline is the fastest of them (torch's default is not always)
+    rows += [Lever(eager_name(n), "torch", replace(base, overlap=False), True, threads=n)
+             for n in range(1, (os.cpu_count() or 1) + 1) if n != torch.get_num_threads()]
     if "onnxruntime" in backends:
         rows += [Lever("onnxruntime (sequential)", "onnxruntime", replace(base, overlap=False), True),
                  Lever("onnxruntime + overlap", "onnxruntime", base, True)]
     if "onnxruntime-int8" in backends:
         rows += [Lever("onnxruntime int8 (sequential)", "onnxruntime-int8", replace(base, overlap=False), True),
                  Lever("onnxruntime int8 + overlap", "onnxruntime-int8", base, True)]
+    if "openvino" in backends:  # all cores per call: sequential is its fastest form on 2 cores
+        rows += [Lever("openvino (sequential)", "openvino", replace(base, overlap=False), True),
+                 Lever("openvino + overlap", "openvino", base, True)]
+    if "openvino-bf16" in backends:
+        rows += [Lever("openvino bf16 (sequential)", "openvino-bf16", replace(base, overlap=False), True),
+                 Lever("openvino bf16 + overlap", "openvino-bf16", base, True)]
     return rows
+
+
+def eager_name(threads: int | None = None) -> str:
+    """The eager baseline's row: at the run's torch threads (first row, the frames all are compared
+    with), or at another thread count."""
+    return "torch eager (sequential)" if threads is None else f"torch eager, {threads} thread{'s' * (threads > 1)}"
 
 
 # ---- the run -----------------------------------------------------------------------------------------------
@@ -274,23 +287,52 @@ def _onnxruntime(model_dir: Path, options: BenchOptions, scratch: Path,
     where missing: in a temp dir, or for int8 beside --engines' fp32 set (whose files it copies)."""
     from emo_rt.runtime.backends import load_components
 
-    engines = options.engines
-    if engines is None and options.quick:
-        return None, "--quick builds no engines (pass --engines DIR from `emo-rt build-engines`)"
-    build = engines is None or precision != "fp32"  # build_engines reuses what is current
-    if build:
-        try:
-            from emo_rt.export import build_engines
-        except ImportError as err:
-            return None, f"the exporter is not installed ({err}): pip install -e '.[export]'"
-        engines = engines or scratch / "engines"
+    engines, why = _engine_dir(model_dir, options, scratch, precision)
+    if engines is None:
+        return None, why
     try:
-        if build:
-            build_engines(model_dir, "onnxruntime", precision, engines, progress=False)
         dtype = torch.int8 if precision == "int8" else torch.float32
         return load_components("onnxruntime", model_dir, engines, dtype, threads=torch.get_num_threads()), ""
     except (EmoError, ImportError) as err:
         return None, str(err)
+
+
+def _openvino(model_dir: Path, options: BenchOptions, scratch: Path,
+              dtype: torch.dtype = torch.float32) -> tuple[Components | None, str]:
+    """OpenVINO on the fp32 ONNX set (built as for onnxruntime), all cores per call, or None and why not."""
+    from emo_rt.runtime.backends import load_components
+
+    try:
+        import openvino  # noqa: F401
+    except ImportError as err:
+        return None, f"openvino is not installed ({err}): pip install -e '.[export]'"
+    engines, why = _engine_dir(model_dir, options, scratch, "fp32")
+    if engines is None:
+        return None, why
+    try:
+        return load_components("openvino", model_dir, engines, dtype), ""
+    except (EmoError, ImportError) as err:
+        return None, str(err)
+
+
+def _engine_dir(model_dir: Path, options: BenchOptions, scratch: Path, precision: str) -> tuple[Path | None, str]:
+    """--engines, or a temp dir, holding a current `precision` ONNX set (built where missing), or None
+    and why not."""
+    engines = options.engines
+    if engines is None and options.quick:
+        return None, "--quick builds no engines (pass --engines DIR from `emo-rt build-engines`)"
+    if engines is not None and precision == "fp32":
+        return Path(engines), ""
+    try:  # build_engines reuses what is current
+        from emo_rt.export import build_engines
+    except ImportError as err:
+        return None, f"the exporter is not installed ({err}): pip install -e '.[export]'"
+    engines = Path(engines or scratch / "engines")
+    try:
+        build_engines(model_dir, "onnxruntime", precision, engines, progress=False)
+    except (EmoError, ImportError) as err:
+        return None, str(err)
+    return engines, ""
 
 
 def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(), out_dir: str | Path = "bench",
@@ -313,7 +355,7 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(), out
         progress("matmul peak")
         peak_start = matmul_peak(torch.float32)  # measured again at the end: other jobs come and go
         components = _backends(model_dir, model, options, scratch, result, progress)
-        backends = [name for name in ("torch", "onnxruntime") if name in components]
+        backends = [name for name in ("torch", "onnxruntime", "openvino") if name in components]
         # 1. per-component latency, per backend; 2. FLOPs (the model's, whatever runs it)
         probes = {}
         result["components_ms"] = {}
@@ -330,7 +372,7 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(), out
         if not recorded:
             result["skipped"]["model default"] = f"{model_dir} has no {RENDER_FILE} (render settings of its own)"
         default = model_render_settings(model_dir) if recorded else None
-        chosen = levers(options, base, [*backends, *(["onnxruntime-int8"] if "onnxruntime-int8" in components else [])],
+        chosen = levers(options, base, [name for name in components if name != "torch-bf16"],
                         "torch-bf16" in components, default)
         result["renders"] = render_levers(chosen, components, model_dir, media, options.rounds, scratch, progress)
         # 5. utilisation: counted FLOPs over measured time, against the better of the two peak measurements
@@ -372,6 +414,19 @@ def _backends(model_dir: Path, model, options: BenchOptions, scratch: Path, resu
                 result["skipped"]["onnxruntime int8"] = why
             else:
                 components["onnxruntime-int8"] = ort8
+    if "openvino" in options.backends:
+        progress("openvino")
+        ov, why = _openvino(model_dir, options, scratch)
+        if ov is None:
+            result["skipped"]["openvino"] = why
+        else:
+            components["openvino"] = ov
+            result["machine"]["openvino"] = ov.name
+            ov16, why = _openvino(model_dir, options, scratch, torch.bfloat16)
+            if ov16 is None:  # no native bf16 on this CPU
+                result["skipped"]["openvino bf16"] = why
+            else:
+                components["openvino-bf16"] = ov16
     return components
 
 
@@ -453,18 +508,22 @@ def render_levers(chosen: list[Lever], components: dict[str, Components], model_
 def summarise(result: dict, options: BenchOptions) -> dict:
     """The ratios that answer the issue's questions, from this run's figures only."""
     rows = {r["name"]: r for r in result["renders"]}
-    eager = rows["torch eager (sequential)"]
-    stages = eager["stages"]
+    sequential = rows[eager_name()]  # at the run's threads, as the overlapped render
+    stages = sequential["stages"]
+    # the baseline: eager torch at its fastest thread count
+    eager = max((r for r in result["renders"] if r["name"].startswith("torch eager")),
+                key=lambda r: r["frames_per_second"])
     overlap = rows["torch + overlap"]
     same = [r for r in result["renders"] if r.get("identical_to_eager") or (r.get("psnr_vs_eager_db") or 0) >= 40]
     best = max(same, key=lambda r: r["frames_per_second"])
     default = next((r for r in result["renders"] if r["name"].startswith("model default")), None)
     return {
         "overlap": {"sum_of_stages_s": sum(stages.values()), "stages_s": stages,
-                    "sequential_end_to_end_s": eager["seconds"], "overlapped_end_to_end_s": overlap["seconds"],
-                    "cores_used_sequential": eager["cores_used"], "cores_used_overlapped": overlap["cores_used"],
+                    "sequential_end_to_end_s": sequential["seconds"], "overlapped_end_to_end_s": overlap["seconds"],
+                    "cores_used_sequential": sequential["cores_used"], "cores_used_overlapped": overlap["cores_used"],
                     "overlapped_over_sum_of_stages": overlap["seconds"] / sum(stages.values())},
-        "eager_vs_optimised": {"optimised": best["name"], "speedup": best["frames_per_second"] / eager["frames_per_second"],
+        "eager_vs_optimised": {"eager": eager["name"], "optimised": best["name"],
+                               "speedup": best["frames_per_second"] / eager["frames_per_second"],
                                "identical": best.get("identical_to_eager"), "psnr_db": best.get("psnr_vs_eager_db")},
         "best_real_time_factor": min(r["real_time_factor"] for r in result["renders"]),
         # what `emo-rt render` does with no flags, end to end (model loading and input decoding excluded)
@@ -515,8 +574,8 @@ def format_table(result: dict) -> str:
                   f"{o['stages_s']['encode']:.2f}); overlapped end to end {o['overlapped_end_to_end_s']:.2f} s "
                   f"({o['overlapped_over_sum_of_stages']:.2f}x the sum; cores used {o['cores_used_sequential']:.2f} "
                   f"sequential, {o['cores_used_overlapped']:.2f} overlapped)",
-              f"eager vs optimised ({s['eager_vs_optimised']['optimised']}): {s['eager_vs_optimised']['speedup']:.2f}x "
-              f"frames/s",
+              f"eager vs optimised ({s['eager_vs_optimised']['optimised']} against "
+              f"{s['eager_vs_optimised']['eager']}): {s['eager_vs_optimised']['speedup']:.2f}x frames/s",
               f"best real-time factor here {s['best_real_time_factor']:.2f} (target <= 1.0 = {TARGET_FPS:g} fps)"
               + ("" if s["model_default"] is None else
                  f"; the model's default render ({s['model_default']['name']}): "

@@ -31,12 +31,13 @@ def _render(args) -> int:
 
     torch = _torch(args.threads)
     if args.engines is not None and args.backend == "torch":
-        raise EmoError("--engines is for --backend onnxruntime or tensorrt (torch runs the weights themselves)")
+        raise EmoError("--engines is for --backend onnxruntime, openvino or tensorrt "
+                       "(torch runs the weights themselves)")
     pipeline = EmoPipeline.from_pretrained(args.weights, dtype=getattr(torch, args.dtype),
                                            device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
                                            attention=args.attention, backend=args.backend, engine_dir=args.engines,
                                            reference_cache=cache_dir_option(args.reference_cache),
-                                           cuda_graphs=args.cuda_graphs)
+                                           cuda_graphs=args.cuda_graphs, threads=args.threads)
     if not args.quiet:
         print(f"backend: {pipeline.components.name}")  # onnxruntime: the providers its sessions really use
     if args.resolution is not None and args.resolution != pipeline.config.resolution:
@@ -175,7 +176,8 @@ def _eval(args) -> int:
                             drift_seconds=args.drift_seconds, speeds=args.speeds, speed_seconds=args.speed_seconds)
     started = time.perf_counter()
     report, paths = run_eval(args.data, args.corpus, args.out, weights, settings, backend=args.backend,
-                             engines=args.engines, evaluator_dir=args.evaluator, progress=not args.quiet)
+                             engines=args.engines, dtype=args.dtype, evaluator_dir=args.evaluator,
+                             progress=not args.quiet)
     print(table(report))
     print(f"wrote {paths['json']}, {paths['md'].name}, {paths['png'].name} in {time.perf_counter() - started:.1f} s "
           f"({report['timings']['rendered_frames']} frames rendered in {report['timings']['render_seconds']:.1f} s)")
@@ -278,10 +280,12 @@ def _add_render(sub) -> None:
     p.add_argument("--device", type=a.device, help="torch device: cpu, cuda or cuda:N (default: cuda if present)")
     p.add_argument("--attention", default="auto", choices=["auto", "triton", "sdpa"],
                    help="temporal/reference attention: fused Triton kernels (auto = on CUDA) or SDPA")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
-                   help="what runs the networks: torch (default) or the engines in --engines")
-    p.add_argument("--engines", help="engine directory from `emo-rt build-engines` (onnxruntime/tensorrt; "
-                                     "--dtype float32, float16 or int8 picks fp32, fp16 or int8 engines)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino", "tensorrt"],
+                   help="what runs the networks: torch (default) or the engines in --engines (openvino: "
+                        "onnxruntime's fp32 ONNX set compiled for this CPU, the fastest on CPU)")
+    p.add_argument("--engines", help="engine directory from `emo-rt build-engines` (onnxruntime/openvino/tensorrt; "
+                                     "--dtype float32, float16 or int8 picks fp32, fp16 or int8 engines; "
+                                     "openvino runs float32 or, where the CPU has it, bfloat16)")
     p.add_argument("--threads", type=a.THREADS, help="torch intra-op threads (default: torch's, one per core)")
     overlap = p.add_mutually_exclusive_group()
     overlap.add_argument("--overlap", action="store_true",
@@ -364,8 +368,10 @@ def _add_measuring(sub) -> None:
                                                    "is in its clips/<id>.json sidecars")
     p.add_argument("--out", required=True, help="report folder: report.json, report.md, curves.png")
     p.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
-    p.add_argument("--engines", help="engine directory from `emo-rt build-engines` (onnxruntime/tensorrt)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino", "tensorrt"])
+    p.add_argument("--engines", help="engine directory from `emo-rt build-engines` (onnxruntime/openvino/tensorrt)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="precision of the renders (bfloat16: torch autocast weights, or openvino's bf16)")
     p.add_argument("--evaluator", help="face evaluator directory (default: the one shipped with emo-rt)")
     p.add_argument("--split", default="test", help="held-out split to render (default: test)")
     p.add_argument("--clips", type=a.integer(1, 100_000), default=2, help="clips rendered (default 2)")
@@ -390,10 +396,11 @@ def _add_measuring(sub) -> None:
     model.add_argument("--weights", help="model directory (default: the model shipped with emo-rt)")
     model.add_argument("--preset", choices=["tiny", "sd15"],
                        help="benchmark a random-init model of this preset instead")
-    p.add_argument("--backend", action="append", choices=["torch", "onnxruntime"],
-                   help="backends to measure, repeatable (default: torch and onnxruntime; torch always runs)")
+    p.add_argument("--backend", action="append", choices=["torch", "onnxruntime", "openvino"],
+                   help="backends to measure, repeatable (default: all three; torch always runs)")
     p.add_argument("--engines",
-                   help="onnxruntime fp32 engine directory (default: built in a temp dir, not with --quick)")
+                   help="onnxruntime fp32 engine directory, which openvino runs too (default: built in a temp "
+                        "dir, not with --quick)")
     p.add_argument("--quick", action="store_true", help="the short CI run: 1 s of audio, 2 steps, fewer levers")
     p.add_argument("--seconds", type=a.number(0.0, 600.0, above=True),
                    help="audio length of each end-to-end render (default 2, quick 1)")

@@ -326,12 +326,14 @@ class EmoPipeline:
     def from_pretrained(cls, model_dir: str | Path | None = None, dtype: torch.dtype = torch.float32,
                         device: str = "cpu", attention: str = "auto", backend: str = "torch",
                         engine_dir: str | Path | None = None,
-                        reference_cache: str | Path | None = None, cuda_graphs: bool = False) -> EmoPipeline:
+                        reference_cache: str | Path | None = None, cuda_graphs: bool = False,
+                        threads: int | None = None) -> EmoPipeline:
         """The pipeline on `backend` (emo_rt.runtime.backends.BACKENDS): torch runs the model on
-        `device` with `attention`; onnxruntime / tensorrt run the engines in `engine_dir`, built for
-        this model by `emo-rt build-engines` (fp32 or fp16 by `dtype`; refused when stale).
-        `reference_cache`: a directory that keeps reference features across renders
-        (emo_rt.runtime.reference_cache)."""
+        `device` with `attention`; onnxruntime / openvino / tensorrt run the engines in `engine_dir`,
+        built for this model by `emo-rt build-engines` (fp32 or fp16 by `dtype`; refused when stale).
+        `threads`: onnxruntime's and openvino's threads per call (default: theirs; torch's are
+        torch.set_num_threads'). `reference_cache`: a directory that keeps reference features across
+        renders (emo_rt.runtime.reference_cache)."""
         from emo_rt.runtime.backends import load_components
         from emo_rt.runtime.reference_cache import weights_key
 
@@ -339,6 +341,8 @@ class EmoPipeline:
         options = {"device": device, "attention": attention} if backend == "torch" else {}
         if cuda_graphs:  # torch and tensorrt: replay the denoising step as CUDA graphs
             options["cuda_graphs"] = True
+        if threads is not None and backend in ("onnxruntime", "openvino"):
+            options["threads"] = threads
         components = load_components(backend, model_dir, engine_dir, dtype, **options)
         cache = ReferenceCache(reference_cache, weights_key(model_dir)) if reference_cache is not None else None
         return cls(components, noise_schedule(model_dir), cache, model_render_settings(model_dir))

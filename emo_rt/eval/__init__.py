@@ -12,7 +12,8 @@ from .runner import EvalSettings, evaluate, load_pipeline
 
 def run_eval(data: str | Path, corpus: str | Path, out_dir: str | Path, weights: str | Path | None = None,
              settings: EvalSettings = EvalSettings(), backend: str = "torch", engines: str | Path | None = None,
-             evaluator_dir: str | Path | None = None, progress: bool = True) -> tuple[dict, dict[str, Path]]:
+             dtype: str = "float32", evaluator_dir: str | Path | None = None,
+             progress: bool = True) -> tuple[dict, dict[str, Path]]:
     """Check the inputs, load the model and evaluator, render and score, write the report; returns
     the report and the paths written (json, md, png)."""
     from emo_rt.pipeline import default_model_dir
@@ -25,8 +26,8 @@ def run_eval(data: str | Path, corpus: str | Path, out_dir: str | Path, weights:
     check_out_dir(out_dir)
     weights = Path(weights) if weights is not None else default_model_dir()
     evaluator = Evaluator.from_pretrained(evaluator_dir)
-    pipeline = load_pipeline(weights, backend, engines)
-    report = {"weights": str(weights), "backend": backend,
+    pipeline = load_pipeline(weights, backend, engines, dtype)
+    report = {"weights": str(weights), "backend": pipeline.components.name, "dtype": dtype,
               **evaluate(pipeline, held_out, settings, evaluator=evaluator, progress=progress)}
     return report, write_report(report, out_dir)
 

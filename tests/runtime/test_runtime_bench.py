@@ -4,6 +4,7 @@ errors. No timing is asserted: timings are the benchmark's output, not its corre
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -47,7 +48,11 @@ def test_quick_bench_writes_json_png_and_table(model_dir, tmp_path):
     assert rows["torch + overlap"]["frames"] == rows["torch eager (sequential)"]["frames"] == 8
     assert rows["torch + overlap"]["identical_to_eager"] is True  # overlap changes no frame
     assert "identical_to_eager" not in rows["guidance off (cfg 1)"]  # other settings: not comparable
-    assert written["summary"]["eager_vs_optimised"]["optimised"] in ("torch eager (sequential)", "torch + overlap")
+    eager_rows = [name for name in rows if name.startswith("torch eager")]
+    assert len(eager_rows) == os.cpu_count()  # eager at every thread count; the baseline is the fastest
+    assert written["summary"]["eager_vs_optimised"]["eager"] == max(
+        eager_rows, key=lambda name: rows[name]["frames_per_second"])
+    assert written["summary"]["eager_vs_optimised"]["optimised"] in (*eager_rows, "torch + overlap")
     # a guided pass pair does twice the work of one pass (counted, not timed)
     assert written["flops"]["step_batch2_gflop"] == pytest.approx(2 * written["flops"]["step_batch1_gflop"])
     table = format_table(result)
@@ -76,3 +81,18 @@ def test_int8_levers_are_measured_against_eager_beside_the_fp32_engines():
     assert names.index("onnxruntime + overlap") < names.index(int8[0].name)
     assert not [r for r in levers(BenchOptions(), base, ["torch", "onnxruntime"], bf16=False)
                 if r.backend == "onnxruntime-int8"]
+
+
+def test_openvino_levers_follow_the_onnxruntime_rows_and_bf16_only_where_loaded():
+    from emo_rt.bench import BenchOptions, levers
+    from emo_rt.pipeline import RenderSettings
+
+    base = RenderSettings(steps=2, cfg=1.0)
+    rows = levers(BenchOptions(), base, ["torch", "onnxruntime", "openvino", "openvino-bf16"], bf16=False)
+    names = [r.name for r in rows]
+    ov = [r for r in rows if r.backend.startswith("openvino")]
+    assert [(r.backend, r.settings.overlap) for r in ov] == [("openvino", False), ("openvino", True),
+                                                             ("openvino-bf16", False), ("openvino-bf16", True)]
+    assert all(r.comparable for r in ov) and names.index("onnxruntime + overlap") < names.index(ov[0].name)
+    without = levers(BenchOptions(), base, ["torch", "openvino"], bf16=False)
+    assert not [r for r in without if r.backend == "openvino-bf16"]

@@ -1,6 +1,7 @@
 """Backends behind the one `Components` interface: torch (eager or torch.compile), onnxruntime and
 TensorRT engines built by `emo-rt build-engines` (checked against the model through the engine
-manifest). Entry point: `load_components`.
+manifest), and OpenVINO, which compiles onnxruntime's fp32 ONNX set for the CPU. Entry point:
+`load_components`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from emo_rt.errors import EmoError
 from emo_rt.runtime.backends.manifest import StaleEngineError
 from emo_rt.runtime.components import Components
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 _PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16", torch.int8: "int8"}  # engine sets by dtype
 _DTYPE_NAMES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
                 "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "int8": torch.int8}
@@ -28,7 +29,9 @@ def load_components(backend: str, model_dir: str | Path, engine_dir: str | Path 
     torch: the model itself (options: compile=True, cuda_graphs=True on CUDA). onnxruntime / tensorrt: the engines in
     `engine_dir`, refused with StaleEngineError when they do not match the model (options:
     providers=[...], threads=N for onnxruntime; cuda_graphs=False for tensorrt). dtype int8 picks
-    onnxruntime's int8 engines (export/quantize.py: the VAE decoder quantised, fp32 inputs and outputs)."""
+    onnxruntime's int8 engines (export/quantize.py: the VAE decoder quantised, fp32 inputs and outputs).
+    openvino: onnxruntime's fp32 ONNX engines compiled for the CPU, in fp32 or (dtype bf16, where the
+    CPU has it natively) bf16 (options: threads=N)."""
     if isinstance(dtype, str):
         if dtype not in _DTYPE_NAMES:
             raise EmoError(f"unknown dtype {dtype!r}: choose fp32 or fp16")
@@ -47,6 +50,15 @@ def load_components(backend: str, model_dir: str | Path, engine_dir: str | Path 
 
             components = GraphedComponents(components)
         return components
+    if backend == "openvino":
+        from emo_rt.runtime.backends.openvino import OvComponents
+
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise EmoError(f"--backend openvino runs float32 or bfloat16, not {_PRECISIONS.get(dtype, dtype)}")
+        if engine_dir is None:
+            raise EmoError("--backend openvino needs --engines DIR (the ONNX set of "
+                           "`emo-rt build-engines --backend onnxruntime`)")
+        return OvComponents.load(model_dir, engine_dir, "bf16" if dtype == torch.bfloat16 else "fp32", **options)
     if backend not in BACKENDS:
         raise EmoError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if dtype not in _PRECISIONS:

@@ -1,0 +1,105 @@
+"""OvComponents: the Components interface on OpenVINO's CPU plugin.
+
+OpenVINO reads ONNX itself, so it runs the portable fp32 ONNX set that `emo-rt build-engines
+--backend onnxruntime` writes (checked against the model through the same manifest) and compiles
+each network for this CPU when loaded: there is no separate build. Precision is a compile hint on
+the same files: fp32, or bf16 where the CPU multiplies bf16 natively (AVX-512 BF16 or AMX). The
+plugin's own default on such CPUs is bf16, so fp32 is asked for explicitly.
+
+On the project's 2-core CPU the step network runs 1.6-1.8x faster here than in onnxruntime with
+two threads each, because OpenVINO splits even these small convolutions over both cores
+(benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emo_rt.config import EmoConfig
+from emo_rt.errors import EmoError
+from emo_rt.runtime.backends.base import EngineComponents
+from emo_rt.runtime.backends.manifest import ENGINE_NAMES, EngineRecord, read_engines
+
+BACKEND = "openvino"
+ENGINE_SET = "onnxruntime"  # the manifest entries whose ONNX files OpenVINO compiles
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}  # --dtype -> INFERENCE_PRECISION_HINT
+# Compiled for fixed batch sizes as well (1: one pass, 2: guidance as a batch), since a step
+# compiled for its shapes runs 20-23% faster than the dynamic one here; the rest run dynamic.
+FIXED_BATCHES = {"step": (1, 2)}
+
+
+def native_bf16(core) -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively on this CPU."""
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class _Runner:
+    """One compiled network's infer request, behind a lock: a render calls the decoder from one
+    thread and the step network from another (emo_rt.runtime.overlap)."""
+
+    def __init__(self, compiled):
+        self.request = compiled.create_infer_request()
+        self.lock = threading.Lock()
+
+
+class OvComponents(EngineComponents):
+    def __init__(self, config: EmoConfig, records: dict[str, EngineRecord], precision: str = "fp32",
+                 threads: int | None = None):
+        import openvino as ov
+
+        if precision not in PRECISION_HINTS:
+            raise EmoError(f"--backend openvino runs float32 or bfloat16, not {precision}")
+        core = ov.Core()
+        if precision == "bf16" and not native_bf16(core):
+            raise EmoError("--dtype bfloat16 with --backend openvino needs a CPU with native bf16 "
+                           "(AVX-512 BF16 or AMX); this one has none: use float32")
+        properties = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            properties["INFERENCE_NUM_THREADS"] = threads
+        # (name, None): the dynamic network; (name, input shapes): one compiled for those shapes
+        self._runners: dict[tuple, _Runner] = {}
+        for name, record in records.items():
+            self._runners[name, None] = _Runner(core.compile_model(core.read_model(str(record.path)), "CPU",
+                                                                   properties))
+            for batch in FIXED_BATCHES.get(name, ()):
+                shapes = {t.name: [batch if isinstance(d, str) else d for d in t.shape] for t in record.inputs}
+                model = core.read_model(str(record.path))
+                model.reshape(shapes)
+                key = tuple(tuple(shapes[t.name]) for t in record.inputs)
+                self._runners[name, key] = _Runner(core.compile_model(model, "CPU", properties))
+        self.threads = self._runners["step", None].request.get_compiled_model().get_property("INFERENCE_NUM_THREADS")
+        super().__init__(config, records, torch.device("cpu"))
+        self.name = f"{BACKEND}[CPU,{precision},{self.threads} thread{'s' * (self.threads > 1)}]"
+
+    @classmethod
+    def load(cls, model_dir: str | Path, engine_dir: str | Path, precision: str = "fp32",
+             threads: int | None = None) -> "OvComponents":
+        """Compiled networks for every fp32 ONNX engine in `engine_dir`, after checking them
+        against `model_dir`; `threads`: OpenVINO's threads per inference (default: all cores)."""
+        config = EmoConfig.load(model_dir)
+        # ONNX files are portable: neither onnxruntime's version nor the device is checked
+        records = read_engines(engine_dir, model_dir, ENGINE_SET, "fp32", backend_version="", device="any",
+                               names=ENGINE_NAMES)
+        return cls(config, records, precision, threads)
+
+    def _execute(self, record, inputs, output_shapes):
+        shapes = tuple(tuple(inputs[t.name].shape) for t in record.inputs)
+        runner = self._runners.get((record.name, shapes)) or self._runners[record.name, None]
+        with runner.lock:
+            # inputs are read in place; outputs are copied out of the request's buffers, which the
+            # next call overwrites
+            results = runner.request.infer({name: x.numpy() for name, x in inputs.items()}, share_inputs=True)
+            outputs = [torch.from_numpy(np.asarray(results[info.name])) for info in record.outputs]
+        for info, out in zip(record.outputs, outputs):
+            if tuple(out.shape) != tuple(output_shapes[info.name]):
+                raise RuntimeError(f"openvino {record.name}: {info.name} came out {tuple(out.shape)}, "
+                                   f"the manifest says {tuple(output_shapes[info.name])}")
+        return outputs
+
+    def compiled_shapes(self, name: str) -> list[tuple | None]:
+        """The input shapes `name` is compiled for (None: the dynamic network), for reports and tests."""
+        return [key for engine, key in self._runners if engine == name]

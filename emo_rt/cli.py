@@ -33,7 +33,7 @@ def _render(args) -> int:
     if args.engines is not None and args.backend == "torch":
         raise EmoError("--engines is for --backend onnxruntime, openvino or tensorrt "
                        "(torch runs the weights themselves)")
-    pipeline = EmoPipeline.from_pretrained(args.weights, dtype=getattr(torch, args.dtype),
+    pipeline = EmoPipeline.from_pretrained(args.weights, dtype=args.dtype and getattr(torch, args.dtype),
                                            device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
                                            attention=args.attention, backend=args.backend, engine_dir=args.engines,
                                            reference_cache=cache_dir_option(args.reference_cache),
@@ -275,8 +275,9 @@ def _add_render(sub) -> None:
     p.add_argument("--face-box", type=a.face_box, help="x,y,w,h of the face in the image (skips detection)")
     p.add_argument("--no-crop", action="store_true", help="use the whole image (already face-centred)")
     p.add_argument("--preview", help="also write a contact sheet PNG of frames here")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "int8"],
-                   help="int8: onnxruntime's int8 engines (build-engines --precision int8)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "int8"],
+                   help="default float32; with --backend openvino bfloat16 where the CPU computes it natively. "
+                        "int8: onnxruntime's int8 engines (build-engines --precision int8)")
     p.add_argument("--device", type=a.device, help="torch device: cpu, cuda or cuda:N (default: cuda if present)")
     p.add_argument("--attention", default="auto", choices=["auto", "triton", "sdpa"],
                    help="temporal/reference attention: fused Triton kernels (auto = on CUDA) or SDPA")

@@ -323,14 +323,15 @@ class EmoPipeline:
         self.defaults = defaults  # the model's own sampler, steps, guidance (its render.json)
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path | None = None, dtype: torch.dtype = torch.float32,
+    def from_pretrained(cls, model_dir: str | Path | None = None, dtype: torch.dtype | None = torch.float32,
                         device: str = "cpu", attention: str = "auto", backend: str = "torch",
                         engine_dir: str | Path | None = None,
                         reference_cache: str | Path | None = None, cuda_graphs: bool = False,
                         threads: int | None = None) -> EmoPipeline:
         """The pipeline on `backend` (emo_rt.runtime.backends.BACKENDS): torch runs the model on
         `device` with `attention`; onnxruntime / openvino / tensorrt run the engines in `engine_dir`,
-        built for this model by `emo-rt build-engines` (fp32 or fp16 by `dtype`; refused when stale).
+        built for this model by `emo-rt build-engines` (fp32 or fp16 by `dtype`; refused when stale;
+        None: the backend's default, see load_components).
         `threads`: onnxruntime's and openvino's threads per call (default: theirs; torch's are
         torch.set_num_threads'). `reference_cache`: a directory that keeps reference features across
         renders (emo_rt.runtime.reference_cache)."""

@@ -345,6 +345,7 @@ def load_pipeline(weights: str | Path | None, backend: str = "torch", engines: s
     from emo_rt.pipeline import EmoPipeline
 
     if engines is not None and backend == "torch":
-        raise EmoError("--engines is for --backend onnxruntime, openvino or tensorrt (torch runs the weights themselves)")
+        raise EmoError("--engines is for --backend onnxruntime, openvino or tensorrt "
+                       "(torch runs the weights themselves)")
     return EmoPipeline.from_pretrained(weights, dtype=getattr(torch, dtype), device=device, backend=backend,
                                        engine_dir=engines)

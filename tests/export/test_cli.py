@@ -43,6 +43,23 @@ def test_build_engines_reuses_current_engines_then_render_runs_on_them(tiny_mode
     assert out.stat().st_size > 0
 
 
+def test_render_on_openvino_runs_the_onnx_set_and_names_its_precision(tiny_model_dir, ort_engines, inputs,
+                                                                        tmp_path, capsys):
+    pytest.importorskip("openvino")
+    from openvino import Core
+
+    from emo_rt.runtime.backends.openvino import native_bf16
+
+    out = tmp_path / "video.mp4"
+    code = main(render_args(inputs, out, tiny_model_dir, "--backend", "openvino", "--engines", str(ort_engines[0]),
+                            "--threads", "1"))
+    assert code == 0, error_lines(capsys)
+    precision = "bf16" if native_bf16(Core()) else "fp32"  # no --dtype: bf16 where the CPU has it natively
+    printed = capsys.readouterr().out
+    assert "8 frames" in printed and f"(openvino[CPU,{precision},1 thread]; inputs: " in printed
+    assert out.stat().st_size > 0
+
+
 def test_render_refuses_stale_engines_in_one_line(model_dir, ort_engines, inputs, tmp_path, capsys):
     engine_dir = ort_engines[0]
     perturb_weights(model_dir, "backbone")
@@ -58,7 +75,9 @@ def test_render_refuses_stale_engines_in_one_line(model_dir, ort_engines, inputs
 
 @pytest.mark.parametrize("extra,message", [
     (["--backend", "onnxruntime"], "--backend onnxruntime needs --engines DIR"),
-    (["--engines", "somewhere"], "--engines is for --backend onnxruntime or tensorrt"),
+    (["--engines", "somewhere"], "--engines is for --backend onnxruntime, openvino or tensorrt"),
+    (["--backend", "openvino"], "--backend openvino needs --engines DIR (the ONNX set of `emo-rt build-engines"),
+    (["--backend", "openvino", "--engines", "nowhere", "--dtype", "float16"], "openvino runs float32 or bfloat16"),
     (["--backend", "onnxruntime", "--engines", "nowhere"], "no engines in nowhere (no manifest.json)"),
     (["--backend", "onnxruntime", "--engines", "nowhere", "--dtype", "bfloat16"], "runs fp32, fp16 or (onnxruntime) int8 engines"),
 ])

@@ -76,6 +76,14 @@ def test_openvino_bf16_stays_as_near_torch_as_torch_bf16(tiny_model_dir, ort_eng
                                                                         psnr(control, torch_frames))
 
 
+def test_openvino_without_a_dtype_runs_bf16_exactly_where_the_cpu_has_it(tiny_model_dir, ort_engines):
+    from emo_rt.runtime.backends.openvino import native_bf16
+
+    components = load_components("openvino", tiny_model_dir, ort_engines[0], None, threads=THREADS)
+    assert ("bf16" if native_bf16(openvino.Core()) else "fp32") in components.name
+    assert (ort_engines[0] / "openvino-cache").is_dir()  # compiled networks kept for the next load
+
+
 def test_openvino_refuses_what_it_does_not_run(tiny_model_dir, tmp_path):
     with pytest.raises(EmoError, match="needs --engines DIR"):
         load_components("openvino", tiny_model_dir)

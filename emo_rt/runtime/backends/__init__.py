@@ -23,7 +23,7 @@ __all__ = ["BACKENDS", "StaleEngineError", "load_components"]
 
 
 def load_components(backend: str, model_dir: str | Path, engine_dir: str | Path | None = None,
-                    dtype: torch.dtype | str = torch.float32, **options) -> Components:
+                    dtype: torch.dtype | str | None = torch.float32, **options) -> Components:
     """Components for `backend` on the model in `model_dir`.
 
     torch: the model itself (options: compile=True, cuda_graphs=True on CUDA). onnxruntime / tensorrt: the engines in
@@ -31,13 +31,25 @@ def load_components(backend: str, model_dir: str | Path, engine_dir: str | Path 
     providers=[...], threads=N for onnxruntime; cuda_graphs=False for tensorrt). dtype int8 picks
     onnxruntime's int8 engines (export/quantize.py: the VAE decoder quantised, fp32 inputs and outputs).
     openvino: onnxruntime's fp32 ONNX engines compiled for the CPU, in fp32 or (dtype bf16, where the
-    CPU has it natively) bf16 (options: threads=N)."""
+    CPU has it natively) bf16 (options: threads=N). dtype None: bf16 for openvino where the CPU has it
+    natively (the shipped model's eval holds in it), float32 otherwise."""
     if isinstance(dtype, str):
         if dtype not in _DTYPE_NAMES:
             raise EmoError(f"unknown dtype {dtype!r}: choose fp32 or fp16")
         dtype = _DTYPE_NAMES[dtype]
     if dtype == torch.int8 and backend != "onnxruntime":
         raise EmoError(f"int8 runs onnxruntime's int8 engines (--backend onnxruntime), not --backend {backend}")
+    if backend == "openvino":
+        from emo_rt.runtime.backends.openvino import OvComponents
+
+        precisions = {None: "auto", torch.float32: "fp32", torch.bfloat16: "bf16"}
+        if dtype not in precisions:
+            raise EmoError(f"--backend openvino runs float32 or bfloat16, not {_PRECISIONS.get(dtype, dtype)}")
+        if engine_dir is None:
+            raise EmoError("--backend openvino needs --engines DIR (the ONNX set of "
+                           "`emo-rt build-engines --backend onnxruntime`)")
+        return OvComponents.load(model_dir, engine_dir, precisions[dtype], **options)
+    dtype = torch.float32 if dtype is None else dtype
     if backend == "torch":
         from emo_rt.models import EmoModel
         from emo_rt.runtime.components import TorchComponents
@@ -50,15 +62,6 @@ def load_components(backend: str, model_dir: str | Path, engine_dir: str | Path 
 
             components = GraphedComponents(components)
         return components
-    if backend == "openvino":
-        from emo_rt.runtime.backends.openvino import OvComponents
-
-        if dtype not in (torch.float32, torch.bfloat16):
-            raise EmoError(f"--backend openvino runs float32 or bfloat16, not {_PRECISIONS.get(dtype, dtype)}")
-        if engine_dir is None:
-            raise EmoError("--backend openvino needs --engines DIR (the ONNX set of "
-                           "`emo-rt build-engines --backend onnxruntime`)")
-        return OvComponents.load(model_dir, engine_dir, "bf16" if dtype == torch.bfloat16 else "fp32", **options)
     if backend not in BACKENDS:
         raise EmoError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if dtype not in _PRECISIONS:

@@ -6,13 +6,15 @@ each network for this CPU when loaded: there is no separate build. Precision is 
 the same files: fp32, or bf16 where the CPU multiplies bf16 natively (AVX-512 BF16 or AMX). The
 plugin's own default on such CPUs is bf16, so fp32 is asked for explicitly.
 
-On the project's 2-core CPU the step network runs 1.6-1.8x faster here than in onnxruntime with
-two threads each, because OpenVINO splits even these small convolutions over both cores
-(benchmarks/RESULTS.md).
+Compiled networks are cached in the engine directory (`openvino-cache/`), so only the first load
+pays for compiling (about 1.5 s for the step network). On the project's 2-core CPU one pass of the
+shipped model's step network took 57 ms in onnxruntime on one thread, 32-35 ms here on two, 26-28
+ms compiled for its shapes and 23-24 ms in bf16 (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -30,6 +32,7 @@ PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}  # --dtype -> INFERENCE_PRECIS
 # Compiled for fixed batch sizes as well (1: one pass, 2: guidance as a batch), since a step
 # compiled for its shapes runs 20-23% faster than the dynamic one here; the rest run dynamic.
 FIXED_BATCHES = {"step": (1, 2)}
+CACHE_NAME = "openvino-cache"  # in the engine directory: OpenVINO's compiled networks, by its own keys
 
 
 def native_bf16(core) -> bool:
@@ -48,12 +51,16 @@ class _Runner:
 
 class OvComponents(EngineComponents):
     def __init__(self, config: EmoConfig, records: dict[str, EngineRecord], precision: str = "fp32",
-                 threads: int | None = None):
+                 threads: int | None = None, cache_dir: Path | None = None):
         import openvino as ov
 
+        core = ov.Core()
+        if precision == "auto":  # the faster of the two where it is native (benchmarks/RESULTS.md)
+            precision = "bf16" if native_bf16(core) else "fp32"
         if precision not in PRECISION_HINTS:
             raise EmoError(f"--backend openvino runs float32 or bfloat16, not {precision}")
-        core = ov.Core()
+        if cache_dir is not None:  # compiled networks kept: a later load imports them (keyed by OpenVINO)
+            core.set_property({"CACHE_DIR": str(cache_dir)})
         if precision == "bf16" and not native_bf16(core):
             raise EmoError("--dtype bfloat16 with --backend openvino needs a CPU with native bf16 "
                            "(AVX-512 BF16 or AMX); this one has none: use float32")
@@ -76,15 +83,19 @@ class OvComponents(EngineComponents):
         self.name = f"{BACKEND}[CPU,{precision},{self.threads} thread{'s' * (self.threads > 1)}]"
 
     @classmethod
-    def load(cls, model_dir: str | Path, engine_dir: str | Path, precision: str = "fp32",
+    def load(cls, model_dir: str | Path, engine_dir: str | Path, precision: str = "auto",
              threads: int | None = None) -> "OvComponents":
         """Compiled networks for every fp32 ONNX engine in `engine_dir`, after checking them
-        against `model_dir`; `threads`: OpenVINO's threads per inference (default: all cores)."""
+        against `model_dir`. `precision`: fp32, bf16 or auto (bf16 where native); `threads`: per
+        inference (default: all cores). Compiled networks are cached in `engine_dir`/openvino-cache
+        where it is writable."""
         config = EmoConfig.load(model_dir)
         # ONNX files are portable: neither onnxruntime's version nor the device is checked
         records = read_engines(engine_dir, model_dir, ENGINE_SET, "fp32", backend_version="", device="any",
                                names=ENGINE_NAMES)
-        return cls(config, records, precision, threads)
+        cache = Path(engine_dir) / CACHE_NAME
+        writable = os.access(cache if cache.is_dir() else engine_dir, os.W_OK)
+        return cls(config, records, precision, threads, cache if writable else None)
 
     def _execute(self, record, inputs, output_shapes):
         shapes = tuple(tuple(inputs[t.name].shape) for t in record.inputs)

@@ -29,15 +29,26 @@ from emo_rt.runtime.backends.manifest import ENGINE_NAMES, EngineRecord, read_en
 BACKEND = "openvino"
 ENGINE_SET = "onnxruntime"  # the manifest entries whose ONNX files OpenVINO compiles
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}  # --dtype -> INFERENCE_PRECISION_HINT
-# Compiled for fixed batch sizes as well (1: one pass, 2: guidance as a batch), since a step
-# compiled for its shapes runs 20-23% faster than the dynamic one here; the rest run dynamic.
-FIXED_BATCHES = {"step": (1, 2)}
+# Compiled once per size of its one dynamic dimension (the step: batch 1, one pass, and 2, guidance
+# as a batch), since a step compiled for its shapes ran 20-23% faster than the dynamic one here; the
+# others are compiled once, for their dynamic shapes.
+PER_SIZE = ("step",)
 CACHE_NAME = "openvino-cache"  # in the engine directory: OpenVINO's compiled networks, by its own keys
 
 
 def native_bf16(core) -> bool:
     """Whether OpenVINO's CPU plugin computes bf16 natively on this CPU."""
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def shapes_to_compile(record: EngineRecord) -> list[dict[str, list[int]] | None]:
+    """The input shapes to compile `record` for: each size of its one dynamic dimension (PER_SIZE),
+    else None (its dynamic shapes)."""
+    if record.name not in PER_SIZE:
+        return [None]
+    ((dim, built),) = record.dims.items()
+    return [{t.name: [size if d == dim else d for d in t.shape] for t in record.inputs}
+            for size in range(built["min"], built["max"] + 1)]
 
 
 class _Runner:
@@ -67,18 +78,17 @@ class OvComponents(EngineComponents):
         properties = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads is not None:
             properties["INFERENCE_NUM_THREADS"] = threads
-        # (name, None): the dynamic network; (name, input shapes): one compiled for those shapes
-        self._runners: dict[tuple, _Runner] = {}
+        # (name, None): the network for its dynamic shapes; (name, input shapes): one for those shapes
+        self._runners: dict[tuple[str, tuple | None], _Runner] = {}
         for name, record in records.items():
-            self._runners[name, None] = _Runner(core.compile_model(core.read_model(str(record.path)), "CPU",
-                                                                   properties))
-            for batch in FIXED_BATCHES.get(name, ()):
-                shapes = {t.name: [batch if isinstance(d, str) else d for d in t.shape] for t in record.inputs}
+            for shapes in shapes_to_compile(record):
                 model = core.read_model(str(record.path))
-                model.reshape(shapes)
-                key = tuple(tuple(shapes[t.name]) for t in record.inputs)
+                if shapes is not None:
+                    model.reshape(shapes)
+                key = shapes and tuple(tuple(shapes[t.name]) for t in record.inputs)
                 self._runners[name, key] = _Runner(core.compile_model(model, "CPU", properties))
-        self.threads = self._runners["step", None].request.get_compiled_model().get_property("INFERENCE_NUM_THREADS")
+        first = next(iter(self._runners.values()))
+        self.threads = first.request.get_compiled_model().get_property("INFERENCE_NUM_THREADS")
         super().__init__(config, records, torch.device("cpu"))
         self.name = f"{BACKEND}[CPU,{precision},{self.threads} thread{'s' * (self.threads > 1)}]"
 
@@ -98,7 +108,7 @@ class OvComponents(EngineComponents):
         return cls(config, records, precision, threads, cache if writable else None)
 
     def _execute(self, record, inputs, output_shapes):
-        shapes = tuple(tuple(inputs[t.name].shape) for t in record.inputs)
+        shapes = tuple(tuple(inputs[t.name].shape) for t in record.inputs)  # within the built range (run)
         runner = self._runners.get((record.name, shapes)) or self._runners[record.name, None]
         with runner.lock:
             # inputs are read in place; outputs are copied out of the request's buffers, which the

@@ -240,10 +240,13 @@ def _serve(args) -> int:
     from emo_rt.serve import Limits, ServeOptions, serve
 
     _torch(args.threads)
+    if args.engines is not None and args.backend == "torch":
+        raise EmoError("--engines is for --backend onnxruntime or openvino (torch runs the weights themselves)")
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_audio_seconds=args.max_seconds)
     serve(ServeOptions(host=args.host, port=args.port, weights=args.weights, portraits=args.portraits, limits=limits,
                        max_queue=args.max_queue, audio_chunk_seconds=args.audio_chunk_seconds,
-                       shutdown_grace=args.shutdown_grace, threads=args.threads))
+                       shutdown_grace=args.shutdown_grace, threads=args.threads, backend=args.backend,
+                       engines=args.engines, dtype=args.dtype))
     return 0
 
 
@@ -474,6 +477,11 @@ def _add_serve(sub) -> None:
     p.add_argument("--shutdown-grace", type=a.number(0.0, 3600.0), default=10.0,
                    help="on SIGTERM, seconds a render in flight may take to finish before it is stopped (default 10)")
     p.add_argument("--threads", type=a.THREADS, help="torch intra-op threads (default: torch's, one per core)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
+                   help="what runs the networks (as for render; openvino is the fastest on CPU)")
+    p.add_argument("--engines", help="engine directory from `emo-rt build-engines` (onnxruntime/openvino)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"],
+                   help="default float32; with --backend openvino bfloat16 where the CPU computes it natively")
     p.set_defaults(run=_serve)
 
 

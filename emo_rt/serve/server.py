@@ -31,6 +31,9 @@ class ServeOptions:
     audio_chunk_seconds: float = 2.0  # the audio encoder's chunk: the first frames wait for about this + 1 s of audio
     shutdown_grace: float = 10.0  # seconds a render in flight may take to finish after SIGTERM
     threads: int | None = None  # the render thread's torch intra-op threads (None: torch's)
+    backend: str = "torch"  # or onnxruntime / openvino on the engines in `engines`
+    engines: Path | None = None
+    dtype: str | None = None  # None: the backend's default (load_components)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -75,7 +78,10 @@ def serve(options: ServeOptions, say=print) -> None:
         raise EmoError(f"--portraits {options.portraits}: no png, jpg or webp images in it")
     sock = bind(options.host, options.port)
     weights = Path(options.weights) if options.weights is not None else default_model_dir()
-    pipeline = EmoPipeline.from_pretrained(weights)  # one model in memory; reference features cached in memory
+    # one model in memory; reference features cached in memory
+    pipeline = EmoPipeline.from_pretrained(weights, dtype=options.dtype and getattr(torch, options.dtype),
+                                           backend=options.backend, engine_dir=options.engines,
+                                           threads=options.threads)
     preload_input_readers()  # the first upload is read at once, not after 1.9 s of imports
     threads = options.threads or torch.get_num_threads()
     settings = replace(pipeline.defaults, audio_chunk_seconds=options.audio_chunk_seconds,

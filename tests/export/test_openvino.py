@@ -94,3 +94,28 @@ def test_openvino_refuses_what_it_does_not_run(tiny_model_dir, tmp_path):
         load_components("openvino", tiny_model_dir, tmp_path, "int8")
     with pytest.raises(EmoError, match="build-engines .* --backend onnxruntime"):
         load_components("openvino", tiny_model_dir, tmp_path)  # no manifest: the ONNX set to build
+
+
+def test_streamed_audio_on_openvino_gives_the_offline_frames(tiny_model_dir, ort_engines):
+    """`emo-rt serve` streams the audio in pieces (EmoPipeline.stream): the audio encoder then runs
+    on chunks, a shape the offline render never gives it."""
+    components = load_components("openvino", tiny_model_dir, ort_engines[0], "fp32", threads=THREADS)
+    pipeline = EmoPipeline(components, noise_schedule(None))
+    reference, waveform = _inputs(components.config)
+    settings = RenderSettings(steps=2, cfg=1.0, seed=3, audio_chunk_seconds=0.2)
+    offline = render_frames(pipeline, reference, waveform, settings)
+    pieces = [waveform[i: i + 1500] for i in range(0, len(waveform), 1500)]
+    streamed = np.concatenate(list(pipeline.stream(reference, pieces, settings)))
+    assert np.array_equal(streamed, offline)
+
+
+def test_serve_takes_the_engine_backends_and_refuses_a_half_choice(tiny_model_dir, capsys):
+    from emo_rt.cli import main
+    from tests.serve.server import free_port
+
+    assert main(["serve", "--engines", "somewhere", "--port", str(free_port())]) == 2
+    assert "--engines is for --backend onnxruntime or openvino" in capsys.readouterr().err
+    assert main(["serve", "--backend", "openvino", "--weights", str(tiny_model_dir),
+                 "--port", str(free_port())]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("emo-rt: error: --backend openvino needs --engines DIR")

@@ -53,6 +53,7 @@ def test_quick_bench_writes_json_png_and_table(model_dir, tmp_path):
     assert written["summary"]["eager_vs_optimised"]["eager"] == max(
         eager_rows, key=lambda name: rows[name]["frames_per_second"])
     assert written["summary"]["eager_vs_optimised"]["optimised"] in (*eager_rows, "torch + overlap")
+    assert len(written["summary"]["eager_vs_optimised"]["speedup_by_round"]) == options.rounds
     # a guided pass pair does twice the work of one pass (counted, not timed)
     assert written["flops"]["step_batch2_gflop"] == pytest.approx(2 * written["flops"]["step_batch1_gflop"])
     table = format_table(result)

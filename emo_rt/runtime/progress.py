@@ -33,6 +33,7 @@ class RenderProgress:
     def __init__(self, total_frames: int, steps: int, enabled: bool = True, label: str = "frames"):
         self.progress = progress_bar("rate", enabled=enabled)
         self.enabled = enabled
+        self.total_frames = total_frames
         self.frames = 0
         self.started = time.perf_counter()
         self.frames_task = self.progress.add_task(label, total=total_frames, rate="")
@@ -54,7 +55,8 @@ class RenderProgress:
     def advance_window(self, frames: int) -> None:
         self.frames += frames
         fps = self.frames / max(time.perf_counter() - self.started, 1e-9)
-        self.progress.reset(self.steps_task)
+        # the steps row restarts for the next window, and goes once the last frame is in
+        self.progress.reset(self.steps_task, visible=self.frames < self.total_frames)
         self.progress.update(self.frames_task, advance=frames, rate=f"{fps:.2f} frames/s")
 
     def print(self, text: str) -> None:

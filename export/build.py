@@ -37,8 +37,8 @@ _CODE_FILES = ("wrappers.py", "onnx_export.py")
 @dataclass
 class EngineReport:
     name: str
-    action: str  # "built" | "reused"
-    reason: str  # why it was built ("" when reused)
+    action: str  # "built" | "copied" (an int8 set's fp32 engine, from the fp32 set) | "reused"
+    reason: str  # why it was built or copied ("" when reused)
     path: Path
     size_bytes: int
     seconds: float
@@ -58,12 +58,18 @@ class BuildReport:
         return [e.name for e in self.engines if e.action == "built"]
 
     @property
+    def copied(self) -> list[str]:
+        return [e.name for e in self.engines if e.action == "copied"]
+
+    @property
     def reused(self) -> list[str]:
         return [e.name for e in self.engines if e.action == "reused"]
 
     def summary(self) -> str:
         lines = [f"{self.backend} {self.backend_version} {self.precision} engines in {self.out_dir} "
-                 f"({self.device}): {len(self.built)} built, {len(self.reused)} reused"]
+                 f"({self.device}): {len(self.built)} built, "
+                 + (f"{len(self.copied)} copied from the fp32 set, " if self.copied else "")
+                 + f"{len(self.reused)} reused"]
         for e in self.engines:
             why = f" ({e.reason})" if e.reason else ""
             lines.append(f"  {e.name:16} {e.action:7} {e.size_bytes / 2**20:9.1f} MiB {e.seconds:7.1f} s{why}")
@@ -186,9 +192,10 @@ def build_engines(model_dir: str | Path, backend: str = "onnxruntime", precision
             mf.save_manifest(out_dir, manifest)
             _remove_unreferenced(out_dir, old, manifest)
             seconds = sum(entry["seconds"].values())
-            report.engines.append(EngineReport(spec.name, "built", reason, out_dir / entry["file"],
+            action = "copied" if "copy" in entry["seconds"] else "built"
+            report.engines.append(EngineReport(spec.name, action, reason, out_dir / entry["file"],
                                                _size(out_dir, entry), seconds))
-            bar.done(spec.name, f"built in {seconds:.1f} s ({reason})")
+            bar.done(spec.name, f"{action} in {seconds:.1f} s ({reason})")
     order = {n: i for i, n in enumerate(selected)}
     report.engines.sort(key=lambda e: order[e.name])
     return report

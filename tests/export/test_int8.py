@@ -36,7 +36,9 @@ def test_int8_set_quantises_the_decoder_and_copies_the_fp32_engines(ort_engines,
     out = tmp_path / "engines"
     shutil.copytree(fp32_dir, out)  # the shared fp32 build stays as it is
     report = build_engines(tiny_model_dir, "onnxruntime", "int8", out, progress=False)
-    assert sorted(report.built) == sorted(e.name for e in report.engines)
+    assert report.built == list(QUANTIZED)  # the others are copies of the fp32 set's files
+    assert sorted(report.copied) == sorted(e.name for e in report.engines if e.name not in QUANTIZED)
+    assert f"{len(report.copied)} copied from the fp32 set" in report.summary()
     for engine in report.engines:
         int8, fp32 = _entry(out, "int8", engine.name), _entry(out, "fp32", engine.name)
         if engine.name in QUANTIZED:
@@ -46,7 +48,7 @@ def test_int8_set_quantises_the_decoder_and_copies_the_fp32_engines(ort_engines,
             assert list(int8["files"].values()) == list(fp32["files"].values()), engine.name
             assert "copy" in int8["seconds"]
     again = build_engines(tiny_model_dir, "onnxruntime", "int8", out, progress=False)
-    assert again.built == []
+    assert again.built == again.copied == []
 
 
 def test_int8_is_refused_where_nothing_runs_it(tiny_model_dir, tmp_path):

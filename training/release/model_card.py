@@ -103,7 +103,7 @@ def _training(summary: dict, recipe: str) -> str:
 
     run_dir = Path(summary.get("source", "runs/tiny/stage3/model")).parent.parent
     machines = [s["machine"] for s in summary["stages"] if s.get("machine")]
-    where = (f"a {describe(machines[0])} CPU machine, no GPU" if machines
+    where = (f"a CPU machine ({describe(machines[0])}), no GPU" if machines
              else "the project's 2-core CPU machine, no GPU")
     return ("## Training\n\nEach stage ran as `OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 -m "
             f"emo_rt.training.trainer --recipe {recipe} --stage K --data DATA --out {run_dir} "

@@ -97,7 +97,7 @@ def test_model_card_is_written_from_the_measurements(run_dir, tmp_path):
     assert "| model | 0.800 | +0 | 0.400 |" in text  # the eval table, from report.json
     assert "| 3 | head speed: temporal modules + speed layers | corpus/shards corpus1/shards | 5 | 4 | bf16 |" in text
     assert "| 0.00 h |" in text  # 7.5 s of logged steps
-    assert "on a AMD EPYC, 2 cores, AVX-512 BF16 CPU machine" in text
+    assert "on a CPU machine (AMD EPYC, 2 cores, AVX-512 BF16)" in text
     assert "`emo-rt synth-data corpus1/synth --clips 4 --seed 1 --seconds 5`" in text
     assert "84% of the oracle" in text and "--drift-seconds 60" in text and "(15 min on" in text
     assert "renders by default (its `render.json`) with ddim 40 steps" in text  # no render.json: the library's

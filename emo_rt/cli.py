@@ -47,11 +47,10 @@ def _render(args) -> int:
     device = getattr(pipeline.components, "device", "cpu")
     overlap = args.overlap or (not args.no_overlap and overlap_pays(device, torch.get_num_threads()))
     settings = with_overrides(pipeline.defaults, scheduler=args.scheduler, steps=args.steps, cfg=args.cfg,
-                              start=args.start, seed=args.seed, speed=args.speed, shared_noise=args.shared_noise,
+                              start=args.start, seed=args.seed, speed=args.speed,
                               batch_guidance=not args.separate_guidance, overlap=overlap)
     if not args.quiet:
-        print(f"settings: {settings.scheduler} {settings.steps} steps, cfg {settings.cfg:g}, start {settings.start}, "
-              f"shared noise {settings.shared_noise:g}")
+        print(f"settings: {settings.scheduler} {settings.steps} steps, cfg {settings.cfg:g}, start {settings.start}")
     preload_input_readers()  # imported before the render: its time is the render's
     stats = render(args.image, args.audio, args.output, pipeline, settings, face_box=args.face_box,
                    no_crop=args.no_crop, preview=args.preview, show_progress=not args.quiet)
@@ -171,7 +170,7 @@ def _eval(args) -> int:
     _torch(args.threads)
     weights = args.weights if args.weights is not None else default_model_dir()
     render = with_overrides(model_render_settings(weights), scheduler=args.scheduler, steps=args.steps, cfg=args.cfg,
-                            start=args.start, seed=args.seed, shared_noise=args.shared_noise)
+                            start=args.start, seed=args.seed)
     settings = EvalSettings(render=render, clips=args.clips, clip_seconds=args.clip_seconds,
                             split=args.split, reference_frame=args.reference_frame,
                             drift_seconds=args.drift_seconds, speeds=args.speeds, speed_seconds=args.speed_seconds)
@@ -263,10 +262,6 @@ def _add_render_options(p) -> None:
     p.add_argument("--start", choices=["reference", "noise"],
                    help="each window's first latents: the reference's latents noised to the first timestep, "
                         f"or pure noise (default: {defaults})")
-    p.add_argument("--shared-noise", type=a.number(0.0, 1.0),
-                   help="share of each frame's start noise common to every frame, 0-1: higher calms flicker "
-                        "and lets the mouth and brows follow the voice more, and moves away from the person "
-                        f"(default: {defaults})")
     p.add_argument("--seed", type=a.SEED, default=0)
 
 

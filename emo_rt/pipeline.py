@@ -62,13 +62,10 @@ class RenderSettings:
     audio_chunk_seconds: float = 30.0  # the audio encoder sees at most this much at once
     batch_guidance: bool = True  # guidance's (conditional, unconditional) pair as one batch of 2, or two passes
     overlap: bool = True  # denoise window k+1 while window k is decoded and encoded (same frames)
-    shared_noise: float = 0.0  # share of each frame's start-noise variance common to every frame (0-1)
 
     def __post_init__(self) -> None:
         if self.start not in STARTS:
             raise InputError(f"start {self.start!r}: choose one of {', '.join(STARTS)}")
-        if not 0.0 <= self.shared_noise <= 1.0:
-            raise InputError(f"shared noise {self.shared_noise:g}: choose a share between 0 and 1")
 
 
 class StageTimer:
@@ -112,15 +109,13 @@ RENDER_FILE = "render.json"  # in a model directory: the settings it was made to
 
 @dataclass(frozen=True)
 class ModelRenderSettings:
-    """What a model directory's render.json holds: the sampler, step count, guidance, start and
-    shared start noise the model renders best with (a distilled model needs few steps and no
-    guidance pass). `shared_noise` came later: a render.json without it means 0."""
+    """What a model directory's render.json holds: the sampler, step count, guidance and start the
+    model renders best with (a distilled model needs few steps and no guidance pass)."""
 
     scheduler: str
     steps: int
     cfg: float
     start: str
-    shared_noise: float = 0.0
 
 
 def model_render_settings(model_dir: str | Path) -> RenderSettings:
@@ -131,7 +126,7 @@ def model_render_settings(model_dir: str | Path) -> RenderSettings:
     if not path.is_file():
         return RenderSettings()
     try:
-        recorded = parse(ModelRenderSettings, json.loads(path.read_text()))  # only shared_noise may be absent
+        recorded = parse(ModelRenderSettings, json.loads(path.read_text()), require_all=True)
     except (ParseError, json.JSONDecodeError) as err:
         raise WeightsError(f"{path}: {err}") from None
     return replace(RenderSettings(), **asdict(recorded))
@@ -140,8 +135,7 @@ def model_render_settings(model_dir: str | Path) -> RenderSettings:
 def write_model_render_settings(model_dir: str | Path, settings: RenderSettings) -> Path:
     from emo_rt.io.files import write_json_atomic
 
-    recorded = ModelRenderSettings(settings.scheduler, settings.steps, settings.cfg, settings.start,
-                                   settings.shared_noise)
+    recorded = ModelRenderSettings(settings.scheduler, settings.steps, settings.cfg, settings.start)
     return write_json_atomic(Path(model_dir) / RENDER_FILE, asdict(recorded))
 
 
@@ -467,9 +461,6 @@ class EmoPipeline:
             pair_ref = [torch.cat([x, z]) for x, z in zip(ref_features, null_ref)]
             pair_face = face_latents.expand(2, -1, -1, -1)
         anchor = None if config.anchor == "none" else ref["latents"].to(device)  # (1, C, h, w): the reference
-        # one start-noise map for every frame of every window, mixed into each frame's own
-        # (unit variance either way): frames start correlated, which calms frame-to-frame flicker
-        shared = torch.randn(1, c, 1, h, h, generator=generator) if settings.shared_noise > 0 else None
         for k in itertools.count():
             start = k * f
             span = audio.frames(max(0, start - m), start + f + m, cancelled)
@@ -490,10 +481,7 @@ class EmoPipeline:
             start_latents = None
             if settings.start == "reference":  # the reference frame, as what is diffused
                 start_latents = to_diffused(ref["latents"].to(device)[:, :, None], anchor, config.anchor)[:, :, 0]
-            noise = torch.randn(1, c, f, h, h, generator=generator)
-            if shared is not None:
-                noise = math.sqrt(1 - settings.shared_noise) * noise + math.sqrt(settings.shared_noise) * shared
-            z = first_latents(scheduler, noise.to(device), start_latents)
+            z = first_latents(scheduler, torch.randn(1, c, f, h, h, generator=generator).to(device), start_latents)
             for t in scheduler.timesteps:
                 if cancelled():
                     return

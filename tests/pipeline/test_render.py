@@ -222,38 +222,3 @@ def test_unknown_start_is_refused():
 
     with pytest.raises(InputError, match="start 'image'"):
         RenderSettings(start="image")
-
-
-class StartRecorder(TorchComponents):
-    """TorchComponents that keeps what each window's first denoising step was given."""
-
-    def __init__(self, model, steps):
-        super().__init__(model)
-        self.steps, self.calls, self.starts = steps, 0, []
-
-    def denoise(self, noisy_latents, *cond):
-        if self.calls % self.steps == 0:
-            self.starts.append(noisy_latents[0].clone())  # (C, f, h, w)
-        self.calls += 1
-        return super().denoise(noisy_latents, *cond)
-
-
-@pytest.mark.parametrize("shared", [0.0, 0.5, 1.0])
-def test_shared_noise_is_the_share_of_the_start_noise_common_to_every_frame(model, inputs, shared):
-    """Start "noise" under DDIM begins from the noise itself (init sigma 1), so the correlation of two
-    frames' starting latents is the shared share: 0, about 0.5 (4096 values a frame), or 1 (equal)."""
-    recorder = StartRecorder(model, steps=1)
-    run_frames(recorder, inputs, RenderSettings(steps=1, cfg=1.0, start="noise", seed=5, shared_noise=shared))
-    frames = torch.cat([s.permute(1, 0, 2, 3).flatten(1) for s in recorder.starts])  # (windows * f, C h w)
-    assert len(recorder.starts) >= 2 and frames.std(dim=1).mean() == pytest.approx(1.0, abs=0.05)  # unit variance
-    correlation = torch.corrcoef(frames)
-    across = correlation[~torch.eye(len(frames), dtype=torch.bool)]  # frame pairs, within and across windows
-    assert across.mean().item() == pytest.approx(shared, abs=0.05)
-    assert across.min().item() > shared - 0.15
-
-
-def test_shared_noise_outside_zero_to_one_is_refused():
-    from emo_rt.errors import InputError
-
-    with pytest.raises(InputError, match="shared noise 1.5: choose a share between 0 and 1"):
-        RenderSettings(shared_noise=1.5)

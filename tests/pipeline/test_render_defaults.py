@@ -23,18 +23,9 @@ def test_render_uses_the_models_recorded_settings_and_flags_override_them(model_
     audio = write_speech_like(tmp_path / "a.wav", 0.32, rate=16000)
     common = ["render", str(portrait), str(audio), "--weights", str(model), "--reference-cache", "off"]
     assert main([*common, "-o", str(tmp_path / "a.mp4")]) == 0
-    assert "settings: euler 2 steps, cfg 1, start noise, shared noise 0" in capsys.readouterr().out
-    assert main([*common, "-o", str(tmp_path / "b.mp4"), "--steps", "1", "--cfg", "2", "--shared-noise", "0.2"]) == 0
-    assert "settings: euler 1 steps, cfg 2, start noise, shared noise 0.2" in capsys.readouterr().out
-
-
-def test_render_json_records_the_shared_noise_and_reads_older_files_as_none(model_dir, tmp_path):
-    model = shutil.copytree(model_dir, tmp_path / "model")
-    write_model_render_settings(model, RenderSettings(steps=1, cfg=1.0, shared_noise=0.15))
-    assert json.loads((model / RENDER_FILE).read_text())["shared_noise"] == 0.15
-    assert model_render_settings(model).shared_noise == 0.15
-    (model / RENDER_FILE).write_text(json.dumps({"scheduler": "ddim", "steps": 2, "cfg": 1.0, "start": "reference"}))
-    assert model_render_settings(model).shared_noise == 0.0  # written before the field existed
+    assert "settings: euler 2 steps, cfg 1, start noise" in capsys.readouterr().out
+    assert main([*common, "-o", str(tmp_path / "b.mp4"), "--steps", "1", "--cfg", "2"]) == 0
+    assert "settings: euler 1 steps, cfg 2, start noise" in capsys.readouterr().out
 
 
 def test_a_render_json_with_a_missing_key_is_one_line(model_dir, portrait, tmp_path, capsys):

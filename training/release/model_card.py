@@ -79,9 +79,7 @@ def _header(model_dir: Path, config: dict, recipe: str) -> str:
             f"preset ({r}x{r} frames, {config.get('fps', 25)} fps, {config.get('num_frames', '?')}-frame windows), fp16 "
             f"safetensors, {size_mb:.1f} MB. Trained by us from random init with `{recipe}`; no "
             f"outside weights or data. It renders by default (its `render.json`) with {render.scheduler} "
-            f"{render.steps} step{'s' * (render.steps != 1)}, cfg {render.cfg:g}, each window starting from the "
-            f"{render.start}" + (f", {render.shared_noise:g} of the start noise shared by every frame"
-                                 if render.shared_noise else "") + ".")
+            f"{render.steps} steps, cfg {render.cfg:g}, each window starting from the {render.start}.")
 
 
 def _corpus(corpora: dict[str, dict]) -> str:

@@ -73,6 +73,13 @@ def markdown(report: dict) -> str:
     if None not in silent and silent[1] > 0:
         lines.append(f"Mouth opening in silent frames: {silent[0]:.3f} generated vs {silent[1]:.3f} real "
                      f"({silent[0] / silent[1]:.2f}x).")
+    spread = report.get("seed_spread")
+    if spread:
+        names = dict(COLUMNS)
+        lines.append(f"Over render seeds {', '.join(map(str, spread['seeds']))} (the clips; the model row is seed "
+                     f"{spread['seeds'][0]}'s), mean +/- sd: " + ", ".join(
+                         f"{names[k]} {_cell(k, v['mean'])} +/- {_cell(k, v['sd'])}"
+                         for k, v in spread.items() if k != "seeds") + ".")
     if model.get("lip_r_of_oracle") is not None:
         lines.append(f"Model lip-sync r is {100 * model['lip_r_of_oracle']:.0f}% of the oracle's.")
     ev = report["evaluator"]

@@ -49,6 +49,7 @@ class EvalSettings:
     speeds: tuple[float, ...] | None = None  # deg/frame; None: the model's lowest, middle, highest bucket
     speed_seconds: float = 2.0  # audio length of each speed render; 0: no speed renders
     max_lag: int = 5  # best audio-video offset searched in +/- this many frames
+    seeds: int = 1  # the clips rendered at render seeds seed..seed+seeds-1: each figure's mean and sd
 
     def __post_init__(self) -> None:
         checks = [
@@ -58,6 +59,7 @@ class EvalSettings:
             (self.speed_seconds >= 0, f"--speed-seconds {self.speed_seconds}: give 0 (skip) or a positive length"),
             (self.speeds is None or all(v >= 0 for v in self.speeds), f"--speeds {self.speeds}: speeds are >= 0"),
             (self.max_lag >= 0, f"max_lag {self.max_lag} must be >= 0"),
+            (self.seeds >= 1, f"--seeds {self.seeds}: render at least one seed"),
         ]
         for ok, message in checks:
             if not ok:
@@ -95,10 +97,10 @@ class Evaluation:
         self.timings: list[dict] = []
 
     def render(self, name: str, reference: Reference, audio: np.ndarray, progress: RenderProgress,
-               speed: float | None = None) -> np.ndarray:
+               speed: float | None = None, seed: int | None = None) -> np.ndarray:
         """(N, R, R, 3) uint8 at the data's resolution (model output area-resized when they differ)."""
         progress.stage(name)
-        settings = replace(self.render_settings, speed=speed)
+        settings = replace(self.render_settings, speed=speed, seed=self.render_settings.seed if seed is None else seed)
         model_res = self.pipeline.config.resolution
         if reference.pixels.shape[0] != model_res:
             reference = _resized_reference(reference, model_res)
@@ -183,14 +185,17 @@ def evaluate(pipeline, data: HeldOutData, settings: EvalSettings = EvalSettings(
     speed_frames = int(round(settings.speed_seconds * run.fps)) if speeds else 0
     drift_frames = (max(2 * run.window, int(round(settings.drift_seconds * run.fps)))
                     if settings.drift_seconds > 0 else 0)
-    total = sum(c.num_frames for c in clips) + drift_frames + len(speeds) * speed_frames
+    seeds = [settings.render.seed + k for k in range(settings.seeds)]
+    total = len(seeds) * sum(c.num_frames for c in clips) + drift_frames + len(speeds) * speed_frames
     with RenderProgress(total, settings.render.steps, enabled=progress, label="eval") as bar:
-        # 1. held-out clips, 2. drift over a long render, 3. speed control
+        # 1. held-out clips (at each seed), 2. drift over a long render, 3. speed control
         model = [run.render(f"clip {c.id}", ref, c.audio, bar) for c, ref in zip(clips, references)]
+        other_seeds = {f"model_seed{s}": [run.render(f"clip {c.id}, seed {s}", ref, c.audio, bar, seed=s)
+                                          for c, ref in zip(clips, references)] for s in seeds[1:]}
         drift = run.drift(entries, references[0], drift_frames, bar) if drift_frames else None
         speed = run.speed_control(clips[0].audio, references[0], speeds, speed_frames, bar) if speed_frames else None
     # 4. the other rows: the autoencoder's ceiling, the real videos, a known degradation, a still reference
-    videos = {"model": model, "ceiling": [round_trip(pipeline, c.frames) for c in clips],
+    videos = {"model": model, **other_seeds, "ceiling": [round_trip(pipeline, c.frames) for c in clips],
               "oracle": [c.frames for c in clips], "blurred": [metrics.blurred(c.frames) for c in clips],
               "floor": [np.repeat(r.pixels[None], c.num_frames, axis=0) for c, r in zip(clips, references)]}
     scores = score_rows(videos, clips, references, evaluator, run.rate // run.fps)
@@ -199,6 +204,7 @@ def evaluate(pipeline, data: HeldOutData, settings: EvalSettings = EvalSettings(
     distances = distribution_distances(videos, clips, evaluator)
     for name, figures in distances.items():
         rows.setdefault(name, {}).update(fid=figures["fid"], fvd=figures["fvd"])
+    by_seed = {seeds[0]: rows["model"], **{s: rows.pop(f"model_seed{s}") for s in seeds[1:]}}
     _attach_motion(rows, drift, speed, run.oracle_speed(entries))
     report = {
         "settings": {**asdict(settings.render), **{k: v for k, v in asdict(settings).items() if k != "render"},
@@ -206,6 +212,7 @@ def evaluate(pipeline, data: HeldOutData, settings: EvalSettings = EvalSettings(
         "data": {"shards": str(data.shards), "corpus": str(data.corpus), "split": settings.split, "fps": run.fps,
                  "clips": [c.id for c in clips], "frames": [c.num_frames for c in clips]},
         "rows": rows, "distances": distances, "drift": drift, "speed_control": speed,
+        "seed_spread": seed_spread(by_seed) if len(seeds) > 1 else None,
         "oracle_speed": run.oracle_speed(entries), "evaluator": run.evaluator_figures(entries),
         "curves": [{"clip": c.id, "true": c.truth["mouth_open"].tolist(), "model": m.mouth.tolist(),
                     "oracle": o.mouth.tolist(), "brow_true": c.truth["brow_raise"].tolist(),
@@ -216,6 +223,20 @@ def evaluate(pipeline, data: HeldOutData, settings: EvalSettings = EvalSettings(
                     "total_seconds": round(time.perf_counter() - started, 1)},
     }
     return report
+
+
+SPREAD = ("lip_r", "brow_r", "silent_mouth", "flicker", "identity", "face_ssim", "background_psnr",
+          "sharpness_ratio", "face_detector", "fid", "fvd")  # the clip figures a render seed moves
+
+
+def seed_spread(rows_by_seed: dict[int, dict]) -> dict:
+    """Each clip figure of the model row at every render seed, with mean and sd (over seeds)."""
+    spread = {"seeds": list(rows_by_seed)}
+    for key in SPREAD:
+        values = [row.get(key) for row in rows_by_seed.values()]
+        if None not in values:
+            spread[key] = {"values": values, "mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1))}
+    return spread
 
 
 def score_rows(videos: dict[str, list[np.ndarray]], clips: list[EvalClip], references: list[Reference],

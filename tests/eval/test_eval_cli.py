@@ -20,7 +20,7 @@ def test_eval_writes_the_report(small_corpus, tiny_model_dir, tmp_path, capsys):
     shards, corpus = small_corpus
     out = tmp_path / "report"
     code = main(["eval", "--weights", str(tiny_model_dir), "--data", str(shards), "--corpus", str(corpus),
-                 "--out", str(out), *QUICK])
+                 "--out", str(out), *QUICK, "--seeds", "2"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "| model |" in printed and "wrote" in printed
@@ -40,7 +40,15 @@ def test_eval_writes_the_report(small_corpus, tiny_model_dir, tmp_path, capsys):
     assert -1 <= rows["model"]["lip_r"] <= 1
     assert report["drift"]["frames"] == 16 and report["drift"]["window"] == 8
     assert report["speed_control"]["speeds"] == [0.1, 1.0] and len(report["speed_control"]["measured"]) == 2
-    assert [t["frames"] for t in report["timings"]["renders"]] == [25, 16, 16, 16]
+    assert [t["frames"] for t in report["timings"]["renders"]] == [25, 25, 16, 16, 16]  # the clip at 2 seeds
+    # --seeds 2: every clip figure at seeds 0 and 1, the model row being seed 0's
+    spread = report["seed_spread"]
+    assert spread["seeds"] == [0, 1] and "model_seed1" not in rows
+    for key in ("lip_r", "flicker", "face_ssim", "fid"):
+        assert spread[key]["values"][0] == rows["model"][key], key
+        assert spread[key]["mean"] == pytest.approx(sum(spread[key]["values"]) / 2)
+    assert spread["face_ssim"]["values"][0] != spread["face_ssim"]["values"][1]  # another seed, other frames
+    assert "Over render seeds 0, 1" in md
 
 
 @pytest.mark.slow  # small_corpus: 4 clips x 3 s at 256 px, preprocessed

@@ -35,6 +35,7 @@ from emo_rt.pipeline import (
     model_render_settings,
     write_video,
 )
+from emo_rt.runtime.backends import load_components
 from emo_rt.runtime.components import Components, TorchComponents
 from emo_rt.runtime.machine import machine
 from emo_rt.runtime.overlap import overlap_pays
@@ -281,38 +282,29 @@ def bench_model_dir(weights: str | Path | None, preset: str | None, scratch: Pat
         raise WeightsError(f"{err}; or --preset tiny to benchmark a random-init tiny model") from None
 
 
-def _onnxruntime(model_dir: Path, options: BenchOptions, scratch: Path,
-                 precision: str = "fp32") -> tuple[Components | None, str]:
-    """The onnxruntime backend on fp32 (or int8) engines, or None and why not. Engines are built
-    where missing: in a temp dir, or for int8 beside --engines' fp32 set (whose files it copies)."""
-    from emo_rt.runtime.backends import load_components
-
-    engines, why = _engine_dir(model_dir, options, scratch, precision)
-    if engines is None:
+def _loaded(backend: str, model_dir: Path, engines: tuple[Path | None, str], dtype: torch.dtype,
+            **options) -> tuple[Components | None, str]:
+    """`backend`'s components on the engine set `engines` (a directory, or None and why not), or None
+    and why not."""
+    directory, why = engines
+    if directory is None:
         return None, why
     try:
-        dtype = torch.int8 if precision == "int8" else torch.float32
-        return load_components("onnxruntime", model_dir, engines, dtype, threads=torch.get_num_threads()), ""
-    except (EmoError, ImportError) as err:
-        return None, str(err)
-
-
-def _openvino(model_dir: Path, options: BenchOptions, scratch: Path,
-              dtype: torch.dtype = torch.float32) -> tuple[Components | None, str]:
-    """OpenVINO on the fp32 ONNX set (built as for onnxruntime), all cores per call, or None and why not."""
-    from emo_rt.runtime.backends import load_components
-
-    try:
-        import openvino  # noqa: F401
+        return load_components(backend, model_dir, directory, dtype, **options), ""
     except ImportError as err:
-        return None, f"openvino is not installed ({err}): pip install -e '.[export]'"
-    engines, why = _engine_dir(model_dir, options, scratch, "fp32")
-    if engines is None:
-        return None, why
-    try:
-        return load_components("openvino", model_dir, engines, dtype), ""
-    except (EmoError, ImportError) as err:
+        return None, f"{backend} is not installed ({err}): pip install -e '.[export]'"
+    except EmoError as err:
         return None, str(err)
+
+
+def _kept(components: dict[str, Components], result: dict, key: str, loaded: tuple[Components | None, str]) -> bool:
+    """Put `loaded` into `components` under `key`, or say in result["skipped"] why there is none."""
+    backend, why = loaded
+    if backend is None:
+        result["skipped"][key.replace("-", " ")] = why
+        return False
+    components[key] = backend
+    return True
 
 
 def _engine_dir(model_dir: Path, options: BenchOptions, scratch: Path, precision: str) -> tuple[Path | None, str]:
@@ -392,41 +384,32 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(), out
 
 def _backends(model_dir: Path, model, options: BenchOptions, scratch: Path, result: dict,
               progress: Callable[[str], None]) -> dict[str, Components]:
-    """torch, plus torch-bf16 where this CPU has native bf16 (not --quick) and onnxruntime where its
-    engines exist or can be built; what is skipped is said in result["skipped"]."""
+    """torch, plus torch-bf16 where this CPU has native bf16 (not --quick), and onnxruntime (fp32,
+    int8) and openvino (fp32, bf16) where their engines exist or can be built; what is skipped is said
+    in result["skipped"]."""
     components: dict[str, Components] = {"torch": TorchComponents(model)}
     if not options.quick:
         bf16 = _bf16(model_dir, result)
         if bf16 is not None:
             components["torch-bf16"] = bf16
+    if {"onnxruntime", "openvino"} & set(options.backends):
+        progress("ONNX engines")
+        fp32 = _engine_dir(model_dir, options, scratch, "fp32")  # what both run
+    threads = torch.get_num_threads()
     if "onnxruntime" in options.backends:
-        progress("onnxruntime engines")
-        ort, why = _onnxruntime(model_dir, options, scratch)
-        if ort is None:
-            result["skipped"]["onnxruntime"] = why
-        else:
-            components["onnxruntime"] = ort
-            result["machine"]["onnxruntime"] = ort.name
+        if _kept(components, result, "onnxruntime", _loaded("onnxruntime", model_dir, fp32, torch.float32,
+                                                            threads=threads)):
+            result["machine"]["onnxruntime"] = components["onnxruntime"].name
         if not options.quick:  # the VAE decoder in int8 (VNNI), the rest as above
             progress("onnxruntime int8 engines")
-            ort8, why = _onnxruntime(model_dir, options, scratch, "int8")
-            if ort8 is None:
-                result["skipped"]["onnxruntime int8"] = why
-            else:
-                components["onnxruntime-int8"] = ort8
-    if "openvino" in options.backends:
+            int8 = _engine_dir(model_dir, options, scratch, "int8")
+            _kept(components, result, "onnxruntime-int8",
+                  _loaded("onnxruntime", model_dir, int8, torch.int8, threads=threads))
+    if "openvino" in options.backends:  # all cores per call; bf16 where the CPU has it natively
         progress("openvino")
-        ov, why = _openvino(model_dir, options, scratch)
-        if ov is None:
-            result["skipped"]["openvino"] = why
-        else:
-            components["openvino"] = ov
-            result["machine"]["openvino"] = ov.name
-            ov16, why = _openvino(model_dir, options, scratch, torch.bfloat16)
-            if ov16 is None:  # no native bf16 on this CPU
-                result["skipped"]["openvino bf16"] = why
-            else:
-                components["openvino-bf16"] = ov16
+        if _kept(components, result, "openvino", _loaded("openvino", model_dir, fp32, torch.float32)):
+            result["machine"]["openvino"] = components["openvino"].name
+            _kept(components, result, "openvino-bf16", _loaded("openvino", model_dir, fp32, torch.bfloat16))
     return components
 
 

@@ -376,7 +376,7 @@ def _add_measuring(sub) -> None:
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino", "tensorrt"])
     p.add_argument("--engines", help="engine directory from `emo-rt build-engines` (onnxruntime/openvino/tensorrt)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="precision of the renders (bfloat16: torch autocast weights, or openvino's bf16)")
+                   help="precision of the renders (bfloat16: torch's bf16 weights, or openvino's bf16 compute)")
     p.add_argument("--evaluator", help="face evaluator directory (default: the one shipped with emo-rt)")
     p.add_argument("--split", default="test", help="held-out split to render (default: test)")
     p.add_argument("--clips", type=a.integer(1, 100_000), default=2, help="clips rendered (default 2)")

@@ -8,8 +8,8 @@ plugin's own default on such CPUs is bf16, so fp32 is asked for explicitly.
 
 Compiled networks are cached in the engine directory (`openvino-cache/`), so only the first load
 pays for compiling (about 1.5 s for the step network). On the project's 2-core CPU one pass of the
-shipped model's step network took 57 ms in onnxruntime on one thread, 32-35 ms here on two, 26-28
-ms compiled for its shapes and 23-24 ms in bf16 (benchmarks/RESULTS.md).
+shipped model's step network took 65-87 ms in onnxruntime on one thread, 32-34 ms here on two, 26-27
+ms compiled for its shapes and 23-25 ms in bf16 (fastest calls; benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ BACKEND = "openvino"
 ENGINE_SET = "onnxruntime"  # the manifest entries whose ONNX files OpenVINO compiles
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}  # --dtype -> INFERENCE_PRECISION_HINT
 # Compiled once per size of its one dynamic dimension (the step: batch 1, one pass, and 2, guidance
-# as a batch), since a step compiled for its shapes ran 20-23% faster than the dynamic one here; the
+# as a batch), since a step compiled for its shapes ran about 20% faster than the dynamic one here; the
 # others are compiled once, for their dynamic shapes.
 PER_SIZE = ("step",)
 CACHE_NAME = "openvino-cache"  # in the engine directory: OpenVINO's compiled networks, by its own keys

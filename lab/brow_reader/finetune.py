@@ -19,7 +19,13 @@ from emo_rt.models import EmoModel
 from emo_rt.models.conditioning import from_diffused
 from emo_rt.training.distill import DistillStage
 from emo_rt.training.recipe import recipe_from_dict
-from emo_rt.training.stage_data import KeyedSamples, ShardSource, audio_cache_dir, collate, latent_cache_dir, stage_samples
+from emo_rt.training.stage_data import (
+    ShardSource,
+    audio_cache_dir,
+    collate,
+    latent_cache_dir,
+    stage_samples,
+)
 from emo_rt.training.stages import loss_weight_map, weighted_mean
 
 sys.path.insert(0, str(Path(__file__).parent))

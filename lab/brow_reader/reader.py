@@ -16,6 +16,7 @@ from emo_rt.eval.data import HeldOutData
 from emo_rt.models import EmoModel
 from emo_rt.training.stage_data import latent_cache_dir
 
+
 def clips(corpus, split, model):
     data = HeldOutData(corpus / "shards", corpus / "synth")
     cache = latent_cache_dir(corpus / "shards", model)

@@ -1,0 +1,131 @@
+"""Stage 4 continued from the shipped student with an adversarial term (ADD-style, in latent space):
+distillation as stage 4 trains it, plus `weight` x the hinge generator loss of a small per-frame latent
+discriminator that sees (clean latents, the reference's latents) and is trained alongside on the clip's
+true latents (real) against the student's clean-latent predictions (fake). weight 0 is the control.
+
+    python lab/adversarial/finetune.py WEIGHT STEPS OUT_MODEL_DIR      (env THREADS, default 2; DISC=clip for
+                                                                      the 3D discriminator over each window)
+"""
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from emo_rt.io.shards import ShardIndex
+from emo_rt.models import EmoModel
+from emo_rt.models.conditioning import from_diffused
+from emo_rt.training.distill import DistillStage
+from emo_rt.training.recipe import recipe_from_dict
+from emo_rt.training.stage_data import ShardSource, audio_cache_dir, collate, latent_cache_dir, stage_samples
+from emo_rt.training.stages import loss_weight_map, weighted_mean
+
+
+class LatentDiscriminator(nn.Module):
+    """(B, C, h, w) frame latents + (B, C, h, w) reference latents -> (B, 1, h/4, w/4) patch logits."""
+
+    def __init__(self, channels: int = 16, width: int = 64):
+        super().__init__()
+        sn = spectral_norm
+        self.net = nn.Sequential(
+            sn(nn.Conv2d(2 * channels, width, 3, padding=1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(width, 2 * width, 4, stride=2, padding=1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(2 * width, 2 * width, 4, stride=2, padding=1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(2 * width, 1, 3, padding=1)))
+
+    def forward(self, latents, reference):
+        return self.net(torch.cat([latents, reference], 1))
+
+
+class ClipDiscriminator(nn.Module):
+    """(B, C, f, h, w) a window's latents + (B, C, h, w) the reference's -> (B, 1, f, h/4, w/4) logits:
+    3D convolutions, so it sees how frames change (flicker) as well as what each frame looks like."""
+
+    def __init__(self, channels: int = 16, width: int = 48):
+        super().__init__()
+        sn = spectral_norm
+        self.net = nn.Sequential(
+            sn(nn.Conv3d(2 * channels, width, 3, padding=1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv3d(width, 2 * width, (3, 4, 4), stride=(1, 2, 2), padding=1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv3d(2 * width, 2 * width, (3, 4, 4), stride=(1, 2, 2), padding=1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv3d(2 * width, 1, 3, padding=1)))
+
+    def forward(self, latents, reference):
+        return self.net(torch.cat([latents, reference[:, :, None].expand_as(latents)], 1))
+
+
+def frames(z):  # (B, C, f, h, w) -> (B*f, C, h, w)
+    b, c, f, h, w = z.shape
+    return z.transpose(1, 2).reshape(b * f, c, h, w)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
+    torch.manual_seed(0)
+    WEIGHT, STEPS, OUT = float(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+    run = Path.home() / "emo-runs/v3/run"
+    student = EmoModel.from_pretrained(run / "stage4/model")
+    teacher = EmoModel.from_pretrained(run / "stage3/model").backbone
+    recipe = recipe_from_dict(json.loads((run / "stage4/recipe.json").read_text()))
+    stage = DistillStage(student, recipe, teacher)
+    shards = [Path.home() / f"emo-runs/{c}/shards" for c in ("corpus", "corpus1")]
+    sources = [ShardSource(ShardIndex(s), latent_cache_dir(s, student), audio_cache_dir(s, student)) for s in shards]
+    samples, _ = stage_samples(sources, student, 4, recipe, stage.draw, stage.context)
+    params = [p for n, p in student.named_parameters() if n.startswith("backbone.")]
+    student.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=recipe.stage(4).lr, weight_decay=0.0)
+    CLIP = os.environ.get("DISC", "frame") == "clip"  # env DISC=clip: the 3D discriminator over the window
+    disc = (ClipDiscriminator if CLIP else LatentDiscriminator)(student.config.vae.latent_channels)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=2e-4, betas=(0.0, 0.99), weight_decay=0.0)
+    g = torch.Generator().manual_seed(1234)
+    t0 = time.time()
+    for step in range(STEPS):
+        keys = [(int(i), 10_000 + step * 4 + j) for j, i in enumerate(torch.randint(0, len(samples), (4,), generator=g))]
+        batch = collate([samples[k] for k in keys])
+        k = batch["student_step"]
+        conditions = stage.conditions(batch, train=False)
+        x, t = stage.start_latents(batch, k)
+        target = stage.teacher_target(x, t, conditions)
+        prediction = student.backbone(x, t, **conditions).float()
+        out = stage.ddim_step(prediction, x, t, stage._prev(t, stage.per_step))
+        weight = loss_weight_map(batch["face_mask"], x.shape[-1], stage.loss_recipe)[:, :, None]
+        distill = weighted_mean((out - target).square(), weight)
+        fake = from_diffused(prediction, stage.anchor(batch), student.config.anchor)
+        real = stage.clean_latents(batch)
+        reference = batch["reference_latents"]
+        if not CLIP:
+            fake, real = frames(fake), frames(real)
+            reference = reference.repeat_interleave(student.config.num_frames, 0)
+        # discriminator step (hinge), on a detached fake
+        d_loss = F.relu(1 - disc(real, reference)).mean() + F.relu(1 + disc(fake.detach(), reference)).mean()
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        # student step: distillation + the generator's hinge term
+        disc.requires_grad_(False)
+        adv = -disc(fake, reference).mean()
+        disc.requires_grad_(True)
+        loss = distill + WEIGHT * adv
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if (step + 1) % 10 == 0:
+            print(f"step {step + 1} distill {distill.item():.5f} adv {adv.item():.3f} d {d_loss.item():.3f} "
+                  f"{(time.time() - t0) / (step + 1):.2f} s/step", flush=True)
+    tmp = OUT.with_name(OUT.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run / "stage4/model", tmp)
+    student.save_pretrained(tmp)
+    torch.save(disc.state_dict(), tmp / "discriminator.pt")
+    shutil.rmtree(OUT, ignore_errors=True)
+    tmp.rename(OUT)
+    print("saved", OUT)

@@ -3,8 +3,8 @@ distillation as stage 4 trains it, plus `weight` x the hinge generator loss of a
 discriminator that sees (clean latents, the reference's latents) and is trained alongside on the clip's
 true latents (real) against the student's clean-latent predictions (fake). weight 0 is the control.
 
-    python lab/adversarial/finetune.py WEIGHT STEPS OUT_MODEL_DIR      (env THREADS, default 2; DISC=clip for
-                                                                      the 3D discriminator over each window)
+    python lab/adversarial/finetune.py WEIGHT STEPS OUT_MODEL_DIR      (env THREADS, default 2; DISC=frame, clip
+                                                                      (3D, over each window) or both)
 """
 import json
 import os
@@ -82,9 +82,12 @@ if __name__ == "__main__":
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=recipe.stage(4).lr, weight_decay=0.0)
-    CLIP = os.environ.get("DISC", "frame") == "clip"  # env DISC=clip: the 3D discriminator over the window
-    disc = (ClipDiscriminator if CLIP else LatentDiscriminator)(student.config.vae.latent_channels)
-    opt_d = torch.optim.AdamW(disc.parameters(), lr=2e-4, betas=(0.0, 0.99), weight_decay=0.0)
+    # env DISC: frame (per-frame discriminator), clip (3D, over the window) or both (the two losses summed)
+    KINDS = {"frame": ["frame"], "clip": ["clip"], "both": ["frame", "clip"]}[os.environ.get("DISC", "frame")]
+    channels = student.config.vae.latent_channels
+    discs = {kind: (ClipDiscriminator if kind == "clip" else LatentDiscriminator)(channels) for kind in KINDS}
+    opt_d = torch.optim.AdamW([p for d in discs.values() for p in d.parameters()], lr=2e-4, betas=(0.0, 0.99),
+                              weight_decay=0.0)
     g = torch.Generator().manual_seed(1234)
     t0 = time.time()
     for step in range(STEPS):
@@ -98,21 +101,23 @@ if __name__ == "__main__":
         out = stage.ddim_step(prediction, x, t, stage._prev(t, stage.per_step))
         weight = loss_weight_map(batch["face_mask"], x.shape[-1], stage.loss_recipe)[:, :, None]
         distill = weighted_mean((out - target).square(), weight)
-        fake = from_diffused(prediction, stage.anchor(batch), student.config.anchor)
-        real = stage.clean_latents(batch)
-        reference = batch["reference_latents"]
-        if not CLIP:
-            fake, real = frames(fake), frames(real)
-            reference = reference.repeat_interleave(student.config.num_frames, 0)
+        fake_clip = from_diffused(prediction, stage.anchor(batch), student.config.anchor)
+        real_clip = stage.clean_latents(batch)
+        ref = batch["reference_latents"]
+        seen = {"clip": (real_clip, fake_clip, ref),
+                "frame": (frames(real_clip), frames(fake_clip), ref.repeat_interleave(student.config.num_frames, 0))}
         # discriminator step (hinge), on a detached fake
-        d_loss = F.relu(1 - disc(real, reference)).mean() + F.relu(1 + disc(fake.detach(), reference)).mean()
+        d_loss = sum(F.relu(1 - discs[kind](seen[kind][0], seen[kind][2])).mean()
+                     + F.relu(1 + discs[kind](seen[kind][1].detach(), seen[kind][2])).mean() for kind in KINDS)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
-        # student step: distillation + the generator's hinge term
-        disc.requires_grad_(False)
-        adv = -disc(fake, reference).mean()
-        disc.requires_grad_(True)
+        # student step: distillation + the generators' hinge terms
+        for d in discs.values():
+            d.requires_grad_(False)
+        adv = sum(-discs[kind](seen[kind][1], seen[kind][2]).mean() for kind in KINDS)
+        for d in discs.values():
+            d.requires_grad_(True)
         loss = distill + WEIGHT * adv
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -125,7 +130,7 @@ if __name__ == "__main__":
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(run / "stage4/model", tmp)
     student.save_pretrained(tmp)
-    torch.save(disc.state_dict(), tmp / "discriminator.pt")
+    torch.save({kind: d.state_dict() for kind, d in discs.items()}, tmp / "discriminators.pt")
     shutil.rmtree(OUT, ignore_errors=True)
     tmp.rename(OUT)
     print("saved", OUT)

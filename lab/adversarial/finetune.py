@@ -6,9 +6,7 @@ true latents (real) against the student's clean-latent predictions (fake). weigh
     python lab/adversarial/finetune.py WEIGHT STEPS OUT_MODEL_DIR      (env THREADS, default 2; DISC=frame, clip
                                                                       (3D, over each window) or both)
 """
-import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,13 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from emo_rt.io.shards import ShardIndex
-from emo_rt.models import EmoModel
-from emo_rt.models.conditioning import from_diffused
-from emo_rt.training.distill import DistillStage
-from emo_rt.training.recipe import recipe_from_dict
-from emo_rt.training.stage_data import ShardSource, audio_cache_dir, collate, latent_cache_dir, stage_samples
-from emo_rt.training.stages import loss_weight_map, weighted_mean
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stage4"))
+from continued import Continuation  # noqa: E402
 
 
 class LatentDiscriminator(nn.Module):
@@ -69,43 +62,20 @@ if __name__ == "__main__":
     torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     torch.manual_seed(0)
     WEIGHT, STEPS, OUT = float(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-    run = Path.home() / "emo-runs/v3/run"
-    student = EmoModel.from_pretrained(run / "stage4/model")
-    teacher = EmoModel.from_pretrained(run / "stage3/model").backbone
-    recipe = recipe_from_dict(json.loads((run / "stage4/recipe.json").read_text()))
-    stage = DistillStage(student, recipe, teacher)
-    shards = [Path.home() / f"emo-runs/{c}/shards" for c in ("corpus", "corpus1")]
-    sources = [ShardSource(ShardIndex(s), latent_cache_dir(s, student), audio_cache_dir(s, student)) for s in shards]
-    samples, _ = stage_samples(sources, student, 4, recipe, stage.draw, stage.context)
-    params = [p for n, p in student.named_parameters() if n.startswith("backbone.")]
-    student.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=recipe.stage(4).lr, weight_decay=0.0)
+    run = Continuation()
     # env DISC: frame (per-frame discriminator), clip (3D, over the window) or both (the two losses summed)
     KINDS = {"frame": ["frame"], "clip": ["clip"], "both": ["frame", "clip"]}[os.environ.get("DISC", "frame")]
-    channels = student.config.vae.latent_channels
+    channels, num_frames = run.student.config.vae.latent_channels, run.student.config.num_frames
     discs = {kind: (ClipDiscriminator if kind == "clip" else LatentDiscriminator)(channels) for kind in KINDS}
     opt_d = torch.optim.AdamW([p for d in discs.values() for p in d.parameters()], lr=2e-4, betas=(0.0, 0.99),
                               weight_decay=0.0)
-    g = torch.Generator().manual_seed(1234)
     t0 = time.time()
     for step in range(STEPS):
-        keys = [(int(i), 10_000 + step * 4 + j) for j, i in enumerate(torch.randint(0, len(samples), (4,), generator=g))]
-        batch = collate([samples[k] for k in keys])
-        k = batch["student_step"]
-        conditions = stage.conditions(batch, train=False)
-        x, t = stage.start_latents(batch, k)
-        target = stage.teacher_target(x, t, conditions)
-        prediction = student.backbone(x, t, **conditions).float()
-        out = stage.ddim_step(prediction, x, t, stage._prev(t, stage.per_step))
-        weight = loss_weight_map(batch["face_mask"], x.shape[-1], stage.loss_recipe)[:, :, None]
-        distill = weighted_mean((out - target).square(), weight)
-        fake_clip = from_diffused(prediction, stage.anchor(batch), student.config.anchor)
-        real_clip = stage.clean_latents(batch)
-        ref = batch["reference_latents"]
-        seen = {"clip": (real_clip, fake_clip, ref),
-                "frame": (frames(real_clip), frames(fake_clip), ref.repeat_interleave(student.config.num_frames, 0))}
+        batch = run.batch(step)
+        distill, fake_clip = run.distill(batch)
+        real_clip, ref = run.stage.clean_latents(batch), batch["reference_latents"]
+        seen = {"clip": (real_clip, fake_clip, ref),  # (real, fake, reference) as each discriminator takes them
+                "frame": (frames(real_clip), frames(fake_clip), ref.repeat_interleave(num_frames, 0))}
         # discriminator step (hinge), on a detached fake
         d_loss = sum(F.relu(1 - discs[kind](seen[kind][0], seen[kind][2])).mean()
                      + F.relu(1 + discs[kind](seen[kind][1].detach(), seen[kind][2])).mean() for kind in KINDS)
@@ -118,19 +88,9 @@ if __name__ == "__main__":
         adv = sum(-discs[kind](seen[kind][1], seen[kind][2]).mean() for kind in KINDS)
         for d in discs.values():
             d.requires_grad_(True)
-        loss = distill + WEIGHT * adv
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        run.step(distill + WEIGHT * adv)
         if (step + 1) % 10 == 0:
             print(f"step {step + 1} distill {distill.item():.5f} adv {adv.item():.3f} d {d_loss.item():.3f} "
                   f"{(time.time() - t0) / (step + 1):.2f} s/step", flush=True)
-    tmp = OUT.with_name(OUT.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(run / "stage4/model", tmp)
-    student.save_pretrained(tmp)
-    torch.save({kind: d.state_dict() for kind, d in discs.items()}, tmp / "discriminators.pt")
-    shutil.rmtree(OUT, ignore_errors=True)
-    tmp.rename(OUT)
+    run.save(OUT, {"discriminators.pt": {kind: d.state_dict() for kind, d in discs.items()}})
     print("saved", OUT)

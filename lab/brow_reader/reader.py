@@ -59,9 +59,13 @@ if __name__ == "__main__":
     for step in range(STEPS):
         i = torch.randint(0, len(Z), (128,), generator=g)
         loss = (reader(Z[i]) - (Y[i] - mean) / std).square().mean()
-        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
         if (step + 1) % 500 == 0:
             with torch.no_grad():
                 rs = [np.corrcoef(reader(torch.from_numpy(z)).numpy(), y)[0, 1] for _, z, y in test]
-            print(f"step {step + 1} loss {loss.item():.4f} test r per clip {np.mean(rs):.3f} (min {np.min(rs):.3f})", flush=True)
+            print(f"step {step + 1} loss {loss.item():.4f} test r per clip {np.mean(rs):.3f} "
+                  f"(min {np.min(rs):.3f})", flush=True)
     torch.save({"state": reader.state_dict(), "mean": mean, "std": std}, sys.argv[1])

@@ -33,19 +33,27 @@ request = cm.create_infer_request()
 for _ in range(5):
     request.infer(feed)
 shapes = {op.get_friendly_name(): (str(op.get_input_partial_shape(0)) if op.get_input_size() else "",
-                                   str(op.get_output_partial_shape(0))) for op in cm.get_runtime_model().get_ordered_ops()}
-by_type, by_shape, calls = collections.defaultdict(float), collections.defaultdict(float), 20
+                                   str(op.get_output_partial_shape(0)))
+          for op in cm.get_runtime_model().get_ordered_ops()}  # node -> (first input shape, output shape)
+calls = 20
+by_type, by_shape = collections.defaultdict(float), collections.defaultdict(float)  # ms a pass
+count_type, count_shape = collections.Counter(), collections.Counter()  # nodes a pass
 for _ in range(calls):
     request.infer(feed)
     for node in request.get_profiling_info():
         ms = node.real_time.total_seconds() * 1e3 / calls
-        by_type[node.node_type, node.exec_type] += ms
-        by_shape[(node.node_type,) + shapes.get(node.node_name, ("?", "?"))] += ms
-print(f"{len(shapes)} runtime nodes; {sum(by_type.values()):.1f} ms a pass summed over nodes")
+        kind, shape = (node.node_type, node.exec_type), (node.node_type,) + shapes.get(node.node_name, ("?", "?"))
+        by_type[kind] += ms
+        by_shape[shape] += ms
+        count_type[kind] += 1 / calls
+        count_shape[shape] += 1 / calls
+timed = sum(c for key, c in count_type.items() if by_type[key] > 0)  # reshapes and inputs take no time
+print(f"{len(shapes)} runtime nodes, {round(timed)} of them with a time; {sum(by_type.values()):.1f} ms a pass "
+      "summed over nodes")
 for key, ms in sorted(by_type.items(), key=lambda kv: -kv[1])[:8]:
-    print(f"  {ms:6.2f} ms  {key}")
+    print(f"  {ms:6.2f} ms  {round(count_type[key]):4d} nodes  {key}")
 for key, ms in sorted(by_shape.items(), key=lambda kv: -kv[1])[:6]:
-    print(f"  {ms:6.2f} ms  {key}")
+    print(f"  {ms:6.2f} ms  {round(count_shape[key]):4d} nodes  {key}")
 
 variants = {"default": {}, "pinning on": {"ENABLE_CPU_PINNING": True}, "pinning off": {"ENABLE_CPU_PINNING": False},
             "TBB static": {"TBB_PARTITIONER": "STATIC"}, "denormals": {"CPU_DENORMALS_OPTIMIZATION": True},
